@@ -1,0 +1,177 @@
+"""Finding an LTX-Video model folder and checking it before anything heavy starts.
+
+A missing shard normally surfaces minutes into a run as a cryptic loader traceback, and the
+seed GUI silently trained on random placeholders instead. Here every missing or broken file is
+named up front, with what to download and where to put it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL_DIR = Path("models") / "LTX-Video-0.9.7-diffusers"
+DOWNLOAD_HINT = (
+    "Download the diffusers-format model (e.g. https://huggingface.co/a-r-r-o-w/LTX-Video-0.9.7-diffusers "
+    "or Lightricks/LTX-Video-0.9.7-dev in diffusers layout) and put its folders "
+    "transformer/, vae/, text_encoder/, tokenizer/, scheduler/ and model_index.json under {where}."
+)
+
+# component -> (config file, kind of weights)
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "transformer": ("config.json", "diffusers"),
+    "vae": ("config.json", "diffusers"),
+    "text_encoder": ("config.json", "transformers"),
+    "tokenizer": ("tokenizer_config.json", "tokenizer"),
+    "scheduler": ("scheduler_config.json", "none"),
+}
+
+
+class ModelFolderError(RuntimeError):
+    """A model folder is missing or incomplete; the message lists every problem."""
+
+
+@dataclass
+class ModelFolderReport:
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    variant: str = "unknown"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def message(self) -> str:
+        if self.ok:
+            return f"Model folder {self.path} is complete (LTX-Video {self.variant})."
+        lines = [f"Model folder {self.path} is not usable:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        lines.append(DOWNLOAD_HINT.format(where=self.path))
+        return "\n".join(lines)
+
+
+def _hf_cache_snapshot(repo_dir: Path) -> Path | None:
+    """The snapshot a `models--org--name` cache folder's refs/main points to (or its only one)."""
+    snapshots = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        candidate = snapshots / ref.read_text(encoding="utf-8").strip()
+        if candidate.is_dir():
+            return candidate
+    found = sorted(p for p in snapshots.glob("*") if p.is_dir()) if snapshots.is_dir() else []
+    return found[-1] if found else None
+
+
+def resolve_model_path(source: str | os.PathLike | None) -> Path:
+    """Turn a config's `model_source` into a local folder, without touching the network.
+
+    Accepts a folder, a Hugging Face cache `models--org--name` folder or snapshot, or a repo id
+    (`org/name`) that is already in the local Hugging Face cache.
+    """
+    if source is None or str(source).strip() == "":
+        return DEFAULT_MODEL_DIR
+    path = Path(str(source)).expanduser()
+    if path.name.startswith("models--") and path.is_dir():
+        return _hf_cache_snapshot(path) or path
+    if path.exists() or os.sep in str(source) or str(source).startswith("."):
+        return path
+    if str(source).count("/") == 1:
+        cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+        repo_dir = cache / ("models--" + str(source).replace("/", "--"))
+        snapshot = _hf_cache_snapshot(repo_dir) if repo_dir.is_dir() else None
+        if snapshot is not None:
+            return snapshot
+    return path
+
+
+def _check_file(path: Path, problems: list[str], what: str) -> bool:
+    if not path.is_file():
+        problems.append(f"missing {what}: {path}")
+        return False
+    if path.stat().st_size == 0:
+        problems.append(f"empty file (download incomplete?): {path}")
+        return False
+    return True
+
+
+def _check_json(path: Path, problems: list[str], what: str) -> dict | None:
+    if not _check_file(path, problems, what):
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        problems.append(f"unreadable JSON ({error}): {path}")
+        return None
+
+
+def _check_weights(folder: Path, problems: list[str]) -> None:
+    """Single safetensors files must be non-empty; every shard an index names must exist."""
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    for index_path in indexes:
+        index = _check_json(index_path, problems, "shard index")
+        if index is None:
+            continue
+        for shard in sorted(set(index.get("weight_map", {}).values())):
+            _check_file(folder / shard, problems, "weight shard")
+    if indexes:
+        return
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        if sorted(folder.glob("*.bin")):
+            problems.append(
+                f"only pickle (.bin) weights in {folder}; ltxtrainer loads .safetensors only "
+                "(convert them or download the safetensors version)"
+            )
+        else:
+            problems.append(f"missing weights (*.safetensors) in {folder}")
+        return
+    for weight in weights:
+        _check_file(weight, problems, "weights")
+
+
+def detect_variant(transformer_config: dict) -> str:
+    """'2b', '13b' or 'custom' from the transformer's config (block count and head size)."""
+    layers = transformer_config.get("num_layers")
+    head_dim = transformer_config.get("attention_head_dim")
+    if layers == 28 and head_dim == 64:
+        return "2b"
+    if layers == 48 and head_dim == 128:
+        return "13b"
+    return "custom"
+
+
+def check_model_folder(source: str | os.PathLike | None) -> ModelFolderReport:
+    """Check everything the trainer will load; never raises, returns every problem found."""
+    path = resolve_model_path(source)
+    report = ModelFolderReport(path=path)
+    if not path.is_dir():
+        report.problems.append(f"folder not found: {path}")
+        return report
+    _check_json(path / "model_index.json", report.problems, "model_index.json")
+    for name, (config_name, kind) in COMPONENTS.items():
+        folder = path / name
+        if not folder.is_dir():
+            report.problems.append(f"missing subfolder {name}/: {folder}")
+            continue
+        config = _check_json(folder / config_name, report.problems, f"{name} config")
+        if kind in ("diffusers", "transformers"):
+            _check_weights(folder, report.problems)
+        elif kind == "tokenizer" and not (
+            (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file()
+        ):
+            report.problems.append(f"missing tokenizer.json or spiece.model in {folder}")
+        if name == "transformer" and config:
+            report.variant = detect_variant(config)
+            if (path / "ltxtrainer_tiny.json").is_file():
+                report.variant = "tiny"
+    return report
+
+
+def require_model_folder(source: str | os.PathLike | None) -> Path:
+    """The checked local folder for `source`; raises ModelFolderError naming every problem."""
+    report = check_model_folder(source)
+    if not report.ok:
+        raise ModelFolderError(report.message())
+    return report.path
