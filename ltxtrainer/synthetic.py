@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
+
+from ltxtrainer.media import write_video
 
 SCENE_COLOURS = [(200, 40, 40), (40, 160, 60), (40, 70, 200), (220, 200, 40), (150, 50, 170), (30, 170, 170)]
 
@@ -32,24 +33,8 @@ def scene_frames(width: int, height: int, num_frames: int, scene_index: int = 0)
 
 
 def write_frames(path: str | Path, frames: np.ndarray, fps: float = 24.0) -> Path:
-    """Encode [F, H, W, 3] uint8 frames as H.264 mp4 with PyAV (no system ffmpeg needed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames.shape[1:3]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height = width - width % 2, height - height % 2
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "ultrafast"}
-        for frame in frames:
-            video_frame = av.VideoFrame.from_ndarray(
-                np.ascontiguousarray(frame[: stream.height, : stream.width]), format="rgb24"
-            )
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    """Encode [F, H, W, 3] uint8 frames as H.264 mp4 through the one writer in `media`."""
+    return write_video(path, frames, fps)
 
 
 def make_clip(
