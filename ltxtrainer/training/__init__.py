@@ -1,0 +1,1 @@
+"""Training: flow matching, LoRA and quantization setup, checkpoints, validation, and the loop."""

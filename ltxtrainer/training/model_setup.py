@@ -1,0 +1,91 @@
+"""Preparing the transformer for training: dtype, quantization, LoRA, checkpointing, compile, offload.
+
+Order matters: the frozen base is quantized first (optimum-quanto), then peft adds the adapter on
+top of the quantized linears, so only the adapter trains in higher precision.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+
+from ltxtrainer.config import TrainerConfig
+
+ADAPTER_NAME = "default"
+# Modules outside the repeated blocks stay unquantized: they are small and precision-sensitive.
+QUANTIZE_EXCLUDE = ["proj_in", "proj_out", "time_embed*", "caption_projection*", "norm_out", "scale_shift_table"]
+_QUANTO_WEIGHTS = {
+    "int8-quanto": "qint8",
+    "int4-quanto": "qint4",
+    "int2-quanto": "qint2",
+    "fp8-quanto": "qfloat8",
+    "fp8uz-quanto": "qfloat8_e4m3fnuz",
+}
+
+
+def weight_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype:
+    """Frozen weights in the mixed-precision dtype (halves memory); trained weights stay fp32."""
+    mode = config.acceleration.mixed_precision_mode
+    if config.model.training_mode == "full" or mode in (None, "no"):
+        return torch.float32
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def quantize_transformer(transformer: torch.nn.Module, choice: str) -> None:
+    """Quantize and freeze the base transformer's weights in place."""
+    from optimum import quanto
+
+    weights = getattr(quanto, _QUANTO_WEIGHTS[choice])
+    quanto.quantize(transformer, weights=weights, exclude=QUANTIZE_EXCLUDE)
+    quanto.freeze(transformer)
+
+
+def peft_lora_config(config: TrainerConfig) -> PeftLoraConfig:
+    lora = config.lora
+    assert lora is not None
+    return PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        init_lora_weights=True,
+    )
+
+
+def add_lora(transformer: torch.nn.Module, config: TrainerConfig) -> None:
+    """Freeze the base and add the adapter; adapter weights are kept in fp32 for stable updates."""
+    transformer.requires_grad_(False)
+    transformer.add_adapter(peft_lora_config(config), adapter_name=ADAPTER_NAME)
+    for name, parameter in transformer.named_parameters():
+        if "lora_" in name:
+            parameter.data = parameter.data.float()
+            parameter.requires_grad_(True)
+
+
+def trainable_parameters(transformer: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [parameter for parameter in transformer.parameters() if parameter.requires_grad]
+
+
+def prepare_transformer(transformer: torch.nn.Module, config: TrainerConfig, device: torch.device) -> torch.nn.Module:
+    """Apply quantization, LoRA and memory options to a loaded transformer; returns it on `device`."""
+    if config.model.training_mode == "lora":
+        choice = config.acceleration.quantization_choice
+        if choice:
+            quantize_transformer(transformer, choice)
+        add_lora(transformer, config)
+    else:
+        transformer.requires_grad_(True)
+    if config.optimization.enable_gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    if config.acceleration.block_offload and device.type == "cuda":
+        # diffusers streams one block at a time to the GPU; the rest waits in pinned host memory.
+        transformer.enable_group_offload(
+            onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
+            num_blocks_per_group=1, use_stream=True,
+        )
+    else:
+        transformer.to(device)
+    if config.acceleration.compile_with_inductor:
+        transformer.compile_repeated_blocks(mode=config.acceleration.compilation_mode, dynamic=False)
+    transformer.train()
+    return transformer

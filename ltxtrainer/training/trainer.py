@@ -1,0 +1,352 @@
+"""The training loop: setup, then the loop, then saving, in the order they happen.
+
+accelerate drives devices and processes, so the same code runs on one CPU, one GPU, or several
+GPUs/machines under `accelerate launch` (DDP; FSDP through an accelerate config). Everything a
+step draws at random (its batch, noise, sigmas, first-frame coin, dropout) is seeded from
+(seed, micro-step, rank), which is what makes stop-and-resume reproduce an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ltxtrainer import progress
+from ltxtrainer.config import TrainerConfig, save_config
+from ltxtrainer.data import BucketBatchOrder, PrecomputedDataset, collate
+from ltxtrainer.models import ltx_video
+from ltxtrainer.models.folder import require_model_folder
+from ltxtrainer.training import checkpoints, flow_matching
+from ltxtrainer.training.lora_io import LORA_FILE, save_lora
+from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
+from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
+
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+EFFECTIVE_CONFIG = "training_config.yaml"
+MEMORY_ADVICE = (
+    "Lower memory with: acceleration.quantization: int8-quanto (LoRA mode), "
+    "optimization.enable_gradient_checkpointing: true, a smaller resolution bucket or fewer frames, "
+    "optimization.batch_size: 1, acceleration.block_offload: true, or a smaller LoRA rank."
+)
+
+
+class TrainingStopped(Exception):
+    """Stopped by the user (Ctrl+C / the GUI's Stop); a checkpoint was saved."""
+
+
+class TrainingFailed(RuntimeError):
+    """Training cannot go on; the message is one paragraph for the user."""
+
+
+@dataclass
+class TrainingResult:
+    output_dir: Path
+    final_step: int
+    lora_path: Path | None
+    checkpoint: Path | None
+
+
+class _StopFlag:
+    """First Ctrl+C (or SIGTERM/SIGBREAK) asks for a clean stop after the current step; a second one kills."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        progress.say("Stop requested: finishing this step and saving a checkpoint (press Ctrl+C again to kill).")
+
+    def __enter__(self) -> _StopFlag:
+        names = ["SIGINT", "SIGTERM", "SIGBREAK"]
+        for name in names:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                with contextlib.suppress(ValueError):  # not the main thread
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+    except ImportError:  # Windows
+        return 0
+
+
+class _BatchIndices:
+    """The batch sampler of the DataLoader: this rank's batches for micro-steps [start, stop)."""
+
+    def __init__(self, order: BucketBatchOrder, start: int, stop: int):
+        self.order, self.start, self.stop = order, start, stop
+
+    def __iter__(self):
+        for micro_step in range(self.start, self.stop):
+            yield self.order.batch(micro_step)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _make_accelerator(config: TrainerConfig):
+    from accelerate import Accelerator
+
+    mixed = config.acceleration.mixed_precision_mode or "no"
+    if mixed == "fp16" and not torch.cuda.is_available():
+        progress.say("fp16 mixed precision needs a GPU; training in full precision on the CPU.")
+        mixed = "no"
+    return Accelerator(mixed_precision=mixed)
+
+
+def _resume_point(config: TrainerConfig, output_dir: Path, resume: bool) -> Path | None:
+    source = config.model.load_checkpoint
+    if resume or source == "latest":
+        return checkpoints.latest_checkpoint(output_dir)
+    if source:
+        path = Path(source)
+        if not path.exists():
+            raise TrainingFailed(f"model.load_checkpoint points to {path}, which does not exist.")
+        return path
+    return None
+
+
+def _write_metrics(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _log(accelerator, metrics_path: Path, event: str, **fields) -> None:
+    """Main process only: a JSON line in metrics.jsonl and on stdout for the GUI."""
+    if accelerator.is_main_process:
+        _write_metrics(metrics_path, {"event": event, "time": round(time.time(), 3), **fields})
+        progress.emit(event, **fields)
+
+
+def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
+    # ---- setup ----------------------------------------------------------------------------------
+    accelerator = _make_accelerator(config)
+    device = accelerator.device
+    output_dir = Path(config.output_dir)
+    metrics_path = output_dir / METRICS_FILE
+    model_dir = require_model_folder(config.model.model_source)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints.remove_partial_checkpoints(output_dir)
+        save_config(config, output_dir / EFFECTIVE_CONFIG)
+    flow_matching.check_sampling_params(
+        config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params
+    )
+
+    transformer = ltx_video.load_transformer(model_dir, dtype=weight_dtype(config, device))
+    dataset = PrecomputedDataset(config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels)
+    order = BucketBatchOrder(
+        dataset.buckets, config.optimization.batch_size, config.seed, accelerator.process_index, accelerator.num_processes
+    )
+    validation_inputs = None
+    validation = config.validation
+    if validation.prompts and validation.interval and accelerator.is_main_process:
+        from ltxtrainer.training.validation import encode_validation_prompts
+
+        validation_inputs = encode_validation_prompts(str(model_dir), validation)
+
+    transformer = prepare_transformer(transformer, config, device)
+    optimizer = build_optimizer(trainable_parameters(transformer), config, device)
+    lr_scheduler = build_lr_scheduler(optimizer, config)
+    start_point = _resume_point(config, output_dir, resume)
+    start_step = 0
+    if start_point is not None:
+        if start_point.is_file():  # a LoRA file: warm start from its weights, new optimizer
+            from ltxtrainer.training.lora_io import load_lora_into
+
+            load_lora_into(transformer, start_point)
+            progress.say(f"Starting from the LoRA weights in {start_point}.")
+        else:
+            start_step = checkpoints.load_checkpoint(start_point, transformer, optimizer, lr_scheduler, config)
+            progress.say(f"Resuming from {start_point} at step {start_step}.")
+    elif resume:
+        progress.say(f"No checkpoint in {output_dir / checkpoints.CHECKPOINTS_DIR} yet; starting at step 0.")
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+
+    total_steps = config.optimization.steps
+    accumulation = config.optimization.gradient_accumulation_steps
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_BatchIndices(order, start_step * accumulation, total_steps * accumulation),
+        collate_fn=collate,
+        num_workers=config.data.num_dataloader_workers,
+        pin_memory=device.type == "cuda",
+    )
+    batches = iter(loader)
+    _log(
+        accelerator, metrics_path, "train_start", start_step=start_step, total_steps=total_steps,
+        samples=len(dataset), buckets=[list(bucket) for bucket in dataset.buckets], device=str(device),
+        processes=accelerator.num_processes,
+    )
+    vae = scheduler = None
+    last_checkpoint: Path | None = None
+    step = start_step
+
+    def save(at_step: int) -> Path | None:
+        accelerator.wait_for_everyone()
+        path = None
+        if accelerator.is_main_process:
+            try:
+                path = checkpoints.save_checkpoint(
+                    output_dir, at_step, accelerator.unwrap_model(model), optimizer.optimizer, lr_scheduler, config
+                )
+            except OSError as error:
+                raise TrainingFailed(
+                    f"Could not save the checkpoint of step {at_step} ({error}). The previous checkpoint is intact. "
+                    "Free disk space under the output folder and resume with --resume."
+                ) from error
+            checkpoints.prune_checkpoints(output_dir, config.checkpoints.keep_last_n)
+            _log(accelerator, metrics_path, "checkpoint", step=at_step, path=str(path))
+        accelerator.wait_for_everyone()
+        return path
+
+    def validate(at_step: int) -> None:
+        nonlocal vae, scheduler
+        if validation_inputs is None:
+            return
+        from ltxtrainer.training.validation import sample_videos
+
+        if vae is None:
+            vae = ltx_video.load_vae(model_dir, dtype=weight_dtype(config, device))
+            scheduler = ltx_video.load_scheduler(model_dir)
+        folder = output_dir / SAMPLES_DIR / f"step_{at_step:06d}"
+        videos = sample_videos(
+            accelerator.unwrap_model(model), vae, scheduler, validation_inputs, validation, folder, device,
+            weight_dtype(config, device),
+        )
+        _log(accelerator, metrics_path, "validation", step=at_step, videos=[str(v) for v in videos])
+
+    # ---- the loop -------------------------------------------------------------------------------
+    with _StopFlag() as stop:
+        if step == 0 and not validation.skip_initial_validation and accelerator.is_main_process:
+            validate(0)
+        bar = tqdm(
+            total=total_steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
+            disable=not accelerator.is_main_process, dynamic_ncols=True,
+        )
+        started = time.perf_counter()
+        try:
+            while step < total_steps:
+                loss_sum = 0.0
+                for micro in range(accumulation):
+                    micro_step = step * accumulation + micro
+                    batch = next(batches)
+                    sync = micro == accumulation - 1
+                    with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                        loss = _training_loss(model, batch, config, micro_step, accelerator.process_index, device)
+                        accelerator.backward(loss / accumulation)
+                    loss_sum += loss.detach().float().item() / accumulation
+                if config.optimization.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.optimization.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+
+                elapsed = time.perf_counter() - started
+                rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
+                peak = _peak_memory_bytes(device)
+                lr = lr_scheduler.get_last_lr()[0]
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}", peak=f"{peak / 2**30:.2f}GiB")
+                _log(
+                    accelerator, metrics_path, "step", step=step, total_steps=total_steps, loss=loss_sum, lr=lr,
+                    steps_per_s=round(rate, 4), eta_s=round((total_steps - step) / rate, 1) if rate else None,
+                    peak_memory_bytes=peak,
+                )
+                if config.checkpoints.interval and step % config.checkpoints.interval == 0 and step < total_steps:
+                    last_checkpoint = save(step)
+                if validation.interval and step % validation.interval == 0 and accelerator.is_main_process:
+                    validate(step)
+                if _stop_requested(stop, accelerator):
+                    last_checkpoint = save(step)
+                    _log(accelerator, metrics_path, "train_end", status="stopped", step=step)
+                    raise TrainingStopped(
+                        f"Stopped at step {step} of {total_steps}; checkpoint saved in {last_checkpoint}. "
+                        "Continue with: python scripts/train.py CONFIG --resume"
+                    )
+        except torch.OutOfMemoryError as error:
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            saved = save(step) if step > start_step else last_checkpoint
+            _log(accelerator, metrics_path, "train_end", status="out_of_memory", step=step)
+            kept = f" A checkpoint of step {step} is in {saved}." if saved else ""
+            raise TrainingFailed(f"Out of GPU memory at step {step + 1}.{kept} {MEMORY_ADVICE}") from error
+        finally:
+            bar.close()
+
+    # ---- saving ---------------------------------------------------------------------------------
+    if not checkpoints.checkpoint_dir(output_dir, step).exists():
+        last_checkpoint = save(step)
+    lora_path = None
+    if accelerator.is_main_process and config.model.training_mode == "lora":
+        lora_path = save_lora(accelerator.unwrap_model(model), config, output_dir / LORA_FILE)
+    if validation.interval and step % validation.interval and accelerator.is_main_process:
+        validate(step)
+    _log(accelerator, metrics_path, "train_end", status="finished", step=step,
+         lora=str(lora_path) if lora_path else None)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainingResult(output_dir, step, lora_path, last_checkpoint or checkpoints.latest_checkpoint(output_dir))
+
+
+def _stop_requested(stop: _StopFlag, accelerator) -> bool:
+    """Every rank must agree to stop at the same step, or the others would wait forever."""
+    if accelerator.num_processes == 1:
+        return stop.requested
+    flag = torch.tensor([1.0 if stop.requested else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def _training_loss(model, batch: dict, config: TrainerConfig, micro_step: int, rank: int, device: torch.device):
+    """One micro-batch of flow-matching loss; all randomness comes from the step's own seed."""
+    seed = flow_matching.per_step_seed(config.seed, micro_step, rank)
+    torch.manual_seed(seed)  # LoRA dropout draws from the global generator
+    generator = torch.Generator().manual_seed(seed)
+    latents = batch["latents"]
+    batch_size, tokens, _ = latents.shape
+    sigmas = flow_matching.sample_sigmas(
+        config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params,
+        batch_size, tokens, generator,
+    )
+    noise = torch.randn(latents.shape, generator=generator)
+    condition_first = torch.rand(1, generator=generator).item() < config.first_frame_conditioning_p
+    clean_tokens = flow_matching.first_frame_token_count(batch["height"], batch["width"]) if condition_first else 0
+    noisy, timesteps, target, loss_mask = flow_matching.noisy_inputs(latents, noise, sigmas, clean_tokens)
+    prediction = model(
+        hidden_states=noisy.to(device),
+        encoder_hidden_states=batch["prompt_embeds"].to(device),
+        timestep=timesteps.to(device),
+        encoder_attention_mask=batch["prompt_attention_mask"].to(device),
+        num_frames=batch["num_frames"],
+        height=batch["height"],
+        width=batch["width"],
+        rope_interpolation_scale=ltx_video.rope_interpolation_scale(batch["fps"]),
+        return_dict=False,
+    )[0]
+    return flow_matching.masked_mse(prediction, target.to(device), loss_mask.to(device))

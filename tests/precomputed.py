@@ -1,0 +1,27 @@
+"""Writing precomputed samples in the reference layout, for training tests that need data only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ltxtrainer.models.tiny import TINY_LATENT_CHANNELS, TINY_TEXT_HIDDEN
+
+
+def write_sample(
+    root: Path, name: str, frames: int, height: int, width: int, seed: int, text_length: int = 16, fps: float = 24.0
+) -> None:
+    """One random sample of latent size frames x height x width (already normalised and packed)."""
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(frames * height * width, TINY_LATENT_CHANNELS, generator=generator)
+    embeds = torch.randn(text_length, TINY_TEXT_HIDDEN, generator=generator)
+    mask = torch.zeros(text_length, dtype=torch.bool)
+    mask[: text_length // 2] = True
+    for kind, payload in (
+        ("latents", {"latents": latents, "num_frames": frames, "height": height, "width": width, "fps": fps}),
+        ("conditions", {"prompt_embeds": embeds, "prompt_attention_mask": mask}),
+    ):
+        path = root / ".precomputed" / kind / f"{name}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, path)
