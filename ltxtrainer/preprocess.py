@@ -1,0 +1,505 @@
+"""Precomputing VAE latents and T5 text embeddings, one file per sample, once.
+
+Training reads these files instead of running the VAE and T5-XXL at every step. The layout is
+the reference LTX-Video-Trainer's (FIELD_NOTES §2), so `data.PrecomputedDataset` reads data
+made here or there alike:
+
+    <dataset>/.precomputed/latents/<media path, suffix -> .pt>     {"latents" [T, C], "num_frames",
+                                                                    "height", "width", "fps"}
+    <dataset>/.precomputed/conditions/<media path, suffix -> .pt>  {"prompt_embeds" [L, D],
+                                                                    "prompt_attention_mask" bool [L]}
+    <dataset>/.precomputed/manifest.json                           what each file was made from
+
+The manifest makes the stage idempotent: a sample is recomputed only when what its file depends
+on changed: latents on the clip file, its bucket and the VAE; text embeddings on the caption,
+`max_sequence_length` and the text encoder. Models are identified by a fingerprint of their
+configs and weight files (not their path, so moving a model folder costs nothing); the path is
+recorded for people reading the manifest. A sample that fails (unreadable clip, no caption,
+too short) loses any stale files from an earlier run, so training never uses outdated data.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ltxtrainer.atomic import write_atomic, write_text_atomic
+from ltxtrainer.buckets import Bucket, assign_bucket, parse_buckets, shrink_frames
+from ltxtrainer.media import VIDEO_EXTENSIONS, MediaError, load_clip, probe_video, write_video
+from ltxtrainer.models.folder import require_model_folder
+from ltxtrainer.models.ltx_video import (
+    denormalize_latents,
+    encode_prompts,
+    latent_size,
+    load_text_encoder,
+    load_tokenizer,
+    load_vae,
+    normalize_latents,
+    pack_latents,
+    unpack_latents,
+)
+from ltxtrainer.progress import emit, say, track
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+PRECOMPUTED = ".precomputed"
+MANIFEST_VERSION = 1
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Enough of each weight file to tell two checkpoints apart without reading 10 GB of T5.
+_FINGERPRINT_BYTES = 1 << 20
+
+
+class PreprocessError(ValueError):
+    """The dataset cannot be preprocessed at all; the message says what to fix."""
+
+
+@dataclass
+class PreprocessReport:
+    """Media paths relative to the dataset: what was (re)computed, already up to date, or failed why."""
+
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)  # precomputed files of media no longer in the dataset
+
+
+@dataclass
+class _Sample:
+    relative: str  # posix path relative to the dataset: the manifest key
+    path: Path
+    caption: str
+    bucket: Bucket
+    fingerprint: dict  # the clip file's size and mtime
+    needs_latents: bool = False
+    needs_conditions: bool = False
+
+
+def precomputed_paths(dataset_dir: Path, relative: str) -> tuple[Path, Path]:
+    """(latents file, conditions file) of the media file at `relative` inside the dataset."""
+    name = Path(relative).with_suffix(".pt")
+    root = dataset_dir / PRECOMPUTED
+    return root / "latents" / name, root / "conditions" / name
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PreprocessError(
+            f"device {device} was asked for but this torch ({torch.__version__}) sees no CUDA GPU; "
+            "use --device cpu or install the CUDA build of torch"
+        )
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """bf16 on a GPU, fp32 on the CPU unless asked otherwise (CPU half precision is slow, not small)."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise PreprocessError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+# --- finding samples and their captions -----------------------------------------------------------
+
+
+def _find_media(dataset_dir: Path) -> list[Path]:
+    """Media files under the dataset, skipping hidden folders and our own `.precomputed`."""
+    found = []
+    for path in dataset_dir.rglob("*"):
+        parts = path.relative_to(dataset_dir).parts
+        if any(part.startswith(".") for part in parts):
+            continue
+        if path.suffix.lower() in MEDIA_EXTENSIONS and path.is_file():
+            found.append(path)
+    return found
+
+
+def _read_captions_json(dataset_dir: Path) -> dict[str, str]:
+    path = dataset_dir / "captions.json"
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise PreprocessError(f"{path} is not valid JSON ({error}); fix or delete it and caption again") from None
+    if not isinstance(entries, list):
+        raise PreprocessError(f'{path} must hold a list of {{"media_path": ..., "caption": ...}} entries')
+    captions = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or "media_path" not in entry:
+            raise PreprocessError(f'{path}: every entry needs "media_path" and "caption", found {entry!r}')
+        media_path = Path(str(entry["media_path"]))
+        if media_path.is_absolute():
+            try:
+                media_path = media_path.relative_to(dataset_dir.resolve())
+            except ValueError:
+                media_path = Path(os.path.relpath(media_path, dataset_dir))
+        captions[media_path.as_posix()] = str(entry.get("caption") or "")
+    return captions
+
+
+def _caption_of(path: Path, relative: str, captions: dict[str, str]) -> str:
+    """The `.txt` beside a clip wins over captions.json: it is the file people edit by hand."""
+    text_file = path.with_suffix(".txt")
+    if text_file.is_file():
+        return text_file.read_text(encoding="utf-8").strip()
+    return captions.get(relative, "").strip()
+
+
+def _clip_fingerprint(path: Path) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def model_fingerprints(model_dir: Path) -> dict[str, str]:
+    """Short hashes of the VAE and of the text encoder + tokenizer: configs, weight sizes, weight heads/tails."""
+
+    def digest(*folders: str) -> str:
+        hasher = hashlib.sha256()
+        for name in folders:
+            for file in sorted((model_dir / name).iterdir()):
+                if not file.is_file():
+                    continue
+                hasher.update(f"{name}/{file.name}:{file.stat().st_size}".encode())
+                with open(file, "rb") as handle:
+                    hasher.update(handle.read(_FINGERPRINT_BYTES))
+                    if file.stat().st_size > 2 * _FINGERPRINT_BYTES:
+                        handle.seek(-_FINGERPRINT_BYTES, os.SEEK_END)
+                        hasher.update(handle.read())
+        return hasher.hexdigest()[:16]
+
+    return {"vae": digest("vae"), "text_encoder": digest("text_encoder", "tokenizer")}
+
+
+def _caption_hash(caption: str) -> str:
+    return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:16]
+
+
+# --- the manifest ----------------------------------------------------------------------------------
+
+
+def _manifest_path(dataset_dir: Path) -> Path:
+    return dataset_dir / PRECOMPUTED / "manifest.json"
+
+
+def _load_manifest(dataset_dir: Path) -> dict:
+    path = _manifest_path(dataset_dir)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        # Missing or torn: every sample is recomputed, which is slow but never wrong.
+        return {"version": MANIFEST_VERSION, "samples": {}}
+    if manifest.get("version") != MANIFEST_VERSION or not isinstance(manifest.get("samples"), dict):
+        return {"version": MANIFEST_VERSION, "samples": {}}
+    return manifest
+
+
+def _save_manifest(dataset_dir: Path, manifest: dict) -> None:
+    write_text_atomic(_manifest_path(dataset_dir), json.dumps(manifest, indent=1, ensure_ascii=False))
+
+
+def _latents_record(sample: _Sample, model: dict) -> dict:
+    return {"bucket": str(sample.bucket), "clip": sample.fingerprint, "model_path": model["path"], "vae": model["vae"]}
+
+
+def _conditions_record(sample: _Sample, model: dict, max_sequence_length: int) -> dict:
+    return {
+        "caption_sha256": _caption_hash(sample.caption),
+        "max_sequence_length": max_sequence_length,
+        "model_path": model["path"],
+        "text_encoder": model["text_encoder"],
+    }
+
+
+def _same(old: dict | None, new: dict) -> bool:
+    """Records match on everything except where the model lives."""
+    if not old:
+        return False
+    return {k: v for k, v in old.items() if k != "model_path"} == {k: v for k, v in new.items() if k != "model_path"}
+
+
+def _remove_sample_files(dataset_dir: Path, relative: str, manifest: dict) -> bool:
+    """Delete the files this stage wrote for a sample (those in the manifest); True if there were any.
+
+    Files the manifest does not list (data preprocessed by the reference trainer, or a name
+    shared by two media files) are never touched.
+    """
+    if manifest["samples"].pop(relative, None) is None:
+        return False
+    for path in precomputed_paths(dataset_dir, relative):
+        path.unlink(missing_ok=True)
+    return True
+
+
+# --- planning --------------------------------------------------------------------------------------
+
+
+def _plan(
+    dataset_dir: Path, buckets: list[Bucket], on_short: str, report: PreprocessReport
+) -> list[_Sample]:
+    """Every captioned, readable media file with its bucket; the rest go to `report.failed`."""
+    captions = _read_captions_json(dataset_dir)
+    paths = {path.relative_to(dataset_dir).as_posix(): path for path in _find_media(dataset_dir)}
+    for relative in captions:
+        paths.setdefault(relative, dataset_dir / relative)
+    samples, taken = [], {}
+    for relative in sorted(paths):
+        path = paths[relative]
+        stem = Path(relative).with_suffix("").as_posix()
+        if stem in taken:
+            report.failed[relative] = f"has the same name as {taken[stem]}, so their precomputed files would collide; rename one"
+            continue
+        taken[stem] = relative
+        caption = _caption_of(path, relative, captions)
+        if not caption:
+            report.failed[relative] = "no caption (neither a .txt beside it nor an entry in captions.json)"
+            continue
+        try:
+            info = probe_video(path)
+        except MediaError as error:
+            report.failed[relative] = str(error)
+            continue
+        num_frames = 1 if path.suffix.lower() in IMAGE_EXTENSIONS else info.num_frames
+        bucket = assign_bucket(info.width, info.height, num_frames, buckets)
+        if num_frames < bucket.num_frames:
+            if on_short == "skip":
+                report.failed[relative] = (
+                    f"has {num_frames} frames, fewer than its bucket {bucket} needs "
+                    "(use --on-short shrink to train it with fewer frames, or add a shorter bucket)"
+                )
+                continue
+            bucket = bucket._replace(num_frames=shrink_frames(num_frames))
+        samples.append(_Sample(relative, path, caption, bucket, _clip_fingerprint(path)))
+    return samples
+
+
+# --- the work --------------------------------------------------------------------------------------
+
+
+def _save_tensors(path: Path, tensors: dict) -> None:
+    write_atomic(path, lambda temp: torch.save(tensors, temp))
+
+
+def _encode_captions(
+    samples: list[_Sample], model_dir: Path, device: torch.device, dtype: torch.dtype, max_sequence_length: int,
+    dataset_dir: Path, manifest: dict, model: dict,
+) -> None:
+    # T5 overflows to inf/NaN in fp16 (its activations exceed 65504); bf16 has fp32's range.
+    text_dtype = torch.bfloat16 if dtype == torch.float16 else dtype
+    say(f"Loading the text encoder ({text_dtype}) on {device} for {len(samples)} caption(s)")
+    tokenizer = load_tokenizer(model_dir)
+    text_encoder = load_text_encoder(model_dir, dtype=text_dtype, device=device)
+    for sample in track(samples, stage="preprocess:text", unit="caption"):
+        embeds, mask = encode_prompts(tokenizer, text_encoder, [sample.caption], max_sequence_length)
+        _, conditions_path = precomputed_paths(dataset_dir, sample.relative)
+        _save_tensors(
+            conditions_path,
+            {"prompt_embeds": embeds[0].float().cpu(), "prompt_attention_mask": mask[0].bool().cpu()},
+        )
+        entry = manifest["samples"].setdefault(sample.relative, {})
+        entry["conditions"] = _conditions_record(sample, model, max_sequence_length)
+        _save_manifest(dataset_dir, manifest)
+    # Free T5-XXL (~9.5 GB in bf16) before the VAE works, so a 24 GB card holds only one of them.
+    del text_encoder, tokenizer
+    _free_memory(device)
+
+
+def _free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def encode_frames(vae, frames: np.ndarray) -> torch.Tensor:
+    """[F, H, W, 3] uint8 frames -> normalised, packed latents [T, C] as the LTX pipeline expects them."""
+    param = next(vae.parameters())
+    video = torch.from_numpy(frames).to(device=param.device, dtype=torch.float32)
+    video = (video / 127.5 - 1.0).permute(3, 0, 1, 2).unsqueeze(0).to(param.dtype)  # [1, 3, F, H, W] in [-1, 1]
+    # The mode (the posterior mean), not a sample: the file is made once and reused every epoch,
+    # so a sampled latent would bake one fixed draw of noise into all of training; the mode is
+    # also deterministic, so re-running the stage reproduces the same files.
+    latents = vae.encode(video).latent_dist.mode()
+    latents = normalize_latents(latents.float(), vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    return pack_latents(latents, 1, 1)[0]
+
+
+@torch.no_grad()
+def decode_latents(vae, record: dict) -> np.ndarray:
+    """A latents file's dictionary -> [F, H, W, 3] uint8 frames (the inverse of `encode_frames`)."""
+    param = next(vae.parameters())
+    latents = record["latents"].unsqueeze(0).float().to(param.device)
+    latents = unpack_latents(latents, record["num_frames"], record["height"], record["width"], 1, 1)
+    latents = denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    # VAEs with timestep conditioning (0.9.1) take the decode timestep; 0 means "clean latents".
+    temb = torch.zeros(1, device=param.device, dtype=param.dtype) if vae.config.timestep_conditioning else None
+    video = vae.decode(latents.to(param.dtype), temb, return_dict=False)[0][0]  # [3, F, H, W]
+    video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return video.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def _encode_clips(
+    samples: list[_Sample], vae, on_short: str, dataset_dir: Path, manifest: dict, model: dict,
+    report: PreprocessReport,
+) -> None:
+    for sample in track(samples, stage="preprocess:latents", unit="clip"):
+        bucket = sample.bucket
+        try:
+            frames, fps = load_clip(sample.path, bucket.width, bucket.height, bucket.num_frames, on_short=on_short)
+        except MediaError as error:
+            report.failed[sample.relative] = str(error)
+            continue
+        latent_frames, latent_height, latent_width = latent_size(bucket.width, bucket.height, frames.shape[0])
+        latents_path, _ = precomputed_paths(dataset_dir, sample.relative)
+        _save_tensors(
+            latents_path,
+            {
+                # float32 on the CPU so the file loads anywhere; the trainer casts to its dtype.
+                "latents": encode_frames(vae, frames).float().cpu(),
+                "num_frames": latent_frames,
+                "height": latent_height,
+                "width": latent_width,
+                "fps": float(fps),
+            },
+        )
+        entry = manifest["samples"].setdefault(sample.relative, {})
+        entry["latents"] = _latents_record(sample, model)
+        _save_manifest(dataset_dir, manifest)
+
+
+def _decode_check(
+    samples: list[_Sample], count: int, vae, dataset_dir: Path, recomputed: set[str]
+) -> list[Path]:
+    written = []
+    for sample in samples[:count]:
+        latents_path, _ = precomputed_paths(dataset_dir, sample.relative)
+        target = dataset_dir / PRECOMPUTED / "decoded" / Path(sample.relative).with_suffix(".mp4")
+        if target.is_file() and sample.relative not in recomputed:
+            continue
+        record = torch.load(latents_path, map_location="cpu", weights_only=True)
+        write_video(target, decode_latents(vae, record), fps=record["fps"])
+        written.append(target)
+    return written
+
+
+def preprocess_dataset(
+    dataset_dir: str | os.PathLike,
+    resolution_buckets: str | list[Bucket],
+    model_path: str | os.PathLike,
+    max_sequence_length: int = 128,
+    vae_tiling: bool = False,
+    decode_check: int = 0,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    overwrite: bool = False,
+    on_short: str = "skip",
+) -> PreprocessReport:
+    """Write latents and text embeddings for every captioned clip or image under `dataset_dir`.
+
+    Only samples whose inputs changed since the last run are computed (all with `overwrite`).
+    The VAE and the text encoder are loaded only when there is work for them, one after the
+    other. `decode_check=N` decodes the first N samples' latents to `.precomputed/decoded/` so a
+    person can see that the data is right. Raises PreprocessError, BucketError or
+    ModelFolderError (all with messages for people) when nothing can be done at all.
+    """
+    model_dir = require_model_folder(model_path)  # a missing shard stops here, before any work
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise PreprocessError(f"dataset folder not found: {dataset_dir}")
+    if on_short not in ("skip", "shrink"):
+        raise PreprocessError(f'on_short must be "skip" or "shrink", got {on_short!r}')
+    if max_sequence_length < 1:
+        raise PreprocessError(f"max_sequence_length must be at least 1, got {max_sequence_length}")
+    buckets = parse_buckets(resolution_buckets) if isinstance(resolution_buckets, str) else list(resolution_buckets)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    model = {"path": str(model_dir.resolve()), **model_fingerprints(model_dir)}
+
+    report = PreprocessReport()
+    manifest = _load_manifest(dataset_dir)
+    samples = _plan(dataset_dir, buckets, on_short, report)
+    if not samples and not report.failed:
+        raise PreprocessError(
+            f"no clips or images found in {dataset_dir} (looked for {', '.join(sorted(MEDIA_EXTENSIONS))})"
+        )
+
+    # Stale data must not train: drop files of failed samples and of media that is gone.
+    present = {sample.relative for sample in samples}
+    for relative in sorted(set(manifest["samples"]) - present):
+        if _remove_sample_files(dataset_dir, relative, manifest) and relative not in report.failed:
+            report.removed.append(relative)
+
+    for sample in samples:
+        entry = manifest["samples"].get(sample.relative, {})
+        latents_path, conditions_path = precomputed_paths(dataset_dir, sample.relative)
+        sample.needs_latents = overwrite or not latents_path.is_file() or not _same(
+            entry.get("latents"), _latents_record(sample, model)
+        )
+        sample.needs_conditions = overwrite or not conditions_path.is_file() or not _same(
+            entry.get("conditions"), _conditions_record(sample, model, max_sequence_length)
+        )
+    text_work = [sample for sample in samples if sample.needs_conditions]
+    latent_work = [sample for sample in samples if sample.needs_latents]
+    say(
+        f"Preprocessing {dataset_dir}: {len(samples)} sample(s), {len(text_work)} caption(s) and "
+        f"{len(latent_work)} clip(s) to encode, {len(report.failed)} failed"
+    )
+    if text_work:
+        _encode_captions(text_work, model_dir, device, dtype, max_sequence_length, dataset_dir, manifest, model)
+
+    recomputed = {sample.relative for sample in text_work + latent_work}
+    decode_needed = decode_check > 0 and any(
+        sample.relative in recomputed
+        or not (dataset_dir / PRECOMPUTED / "decoded" / Path(sample.relative).with_suffix(".mp4")).is_file()
+        for sample in samples[:decode_check]
+    )
+    if latent_work or decode_needed:
+        say(f"Loading the VAE ({dtype}) on {device}")
+        vae = load_vae(model_dir, dtype=dtype, device=device)
+        if vae_tiling:
+            vae.enable_tiling()  # encodes large frames tile by tile: less memory, a little slower
+        _encode_clips(latent_work, vae, on_short, dataset_dir, manifest, model, report)
+        for relative in report.failed:
+            _remove_sample_files(dataset_dir, relative, manifest)
+        _save_manifest(dataset_dir, manifest)
+        good = [sample for sample in samples if sample.relative not in report.failed]
+        for path in _decode_check(good, decode_check, vae, dataset_dir, recomputed):
+            say(f"Decoded check video: {path}")
+        del vae
+        _free_memory(device)
+    else:
+        _save_manifest(dataset_dir, manifest)
+
+    for sample in samples:
+        if sample.relative in report.failed:
+            continue
+        (report.computed if sample.relative in recomputed else report.skipped).append(sample.relative)
+    for relative, reason in sorted(report.failed.items()):
+        say(f"Skipped {relative}: {reason}")
+    say(
+        f"Preprocessing done: {len(report.computed)} computed, {len(report.skipped)} already up to date, "
+        f"{len(report.failed)} failed" + (f", {len(report.removed)} removed" if report.removed else "")
+    )
+    emit(
+        "summary",
+        stage="preprocess",
+        computed=len(report.computed),
+        skipped=len(report.skipped),
+        failed=len(report.failed),
+        removed=len(report.removed),
+        failures=report.failed,
+        output=str(dataset_dir / PRECOMPUTED),
+    )
+    return report

@@ -1,0 +1,76 @@
+"""Precompute VAE latents and T5 text embeddings for a captioned dataset folder.
+
+    python scripts/preprocess_dataset.py DATASET --resolution-buckets "768x512x49;512x768x49" \
+        --model-path models/LTX-Video-0.9.7-diffusers
+
+Writes DATASET/.precomputed/ (the reference LTX-Video-Trainer layout). Run it again after
+adding clips or editing captions: only what changed is computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ltxtrainer.buckets import BucketError  # noqa: E402
+from ltxtrainer.models.folder import ModelFolderError  # noqa: E402
+from ltxtrainer.preprocess import PreprocessError, preprocess_dataset  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path, help="dataset folder with clips/images and captions.json or .txt captions")
+    parser.add_argument(
+        "--resolution-buckets", required=True,
+        help='buckets "WxHxF;WxHxF" (W, H multiples of 32, F = 8k+1), e.g. "768x512x49;512x768x49"',
+    )
+    parser.add_argument("--model-path", required=True, type=Path, help="LTX-Video diffusers model folder")
+    parser.add_argument("--max-sequence-length", type=int, default=128, help="T5 tokens per caption (default 128)")
+    parser.add_argument("--vae-tiling", action="store_true", help="encode large frames in tiles (less GPU memory)")
+    parser.add_argument(
+        "--decode-check", type=int, default=0, metavar="N",
+        help="decode the first N samples back to .precomputed/decoded/*.mp4 to check them by eye",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--overwrite", action="store_true", help="recompute every sample, even those up to date")
+    parser.add_argument(
+        "--on-short", choices=("skip", "shrink"), default="skip",
+        help="clips shorter than their bucket: skip them (default) or train them with the largest 8k+1 frames they have",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = preprocess_dataset(
+            args.dataset,
+            args.resolution_buckets,
+            args.model_path,
+            max_sequence_length=args.max_sequence_length,
+            vae_tiling=args.vae_tiling,
+            decode_check=args.decode_check,
+            device=args.device,
+            dtype=args.dtype,
+            overwrite=args.overwrite,
+            on_short=args.on_short,
+        )
+    except (PreprocessError, BucketError, ModelFolderError, OSError) as error:
+        print(f"Preprocessing stopped: {error}", file=sys.stderr)
+        return 2
+    if not report.computed and not report.skipped:
+        print(
+            f"Preprocessing stopped: none of the {len(report.failed)} media file(s) in {args.dataset} could be used "
+            "(reasons above); fix their captions or files and run again.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
