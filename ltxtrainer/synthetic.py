@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 
 from ltxtrainer.media import write_video
@@ -47,3 +48,40 @@ def make_clip(
     """Write a clip with one scene per entry of `frames_per_scene`, hard cuts between them."""
     scenes = [scene_frames(width, height, count, index) for index, count in enumerate(frames_per_scene)]
     return write_frames(path, np.concatenate(scenes, axis=0), fps)
+
+
+def write_audio_only(path: str | Path) -> Path:
+    """An mp4 holding only an AAC track: a file with a video extension and no picture."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        for index in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, index * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def write_unusable_files(folder: str | Path) -> dict[str, Path]:
+    """One of each file users drop among their clips that is no usable video, keyed by kind.
+
+    truncated: an mp4 cut in half (its index, written last, is gone); text: a text file named
+    .mp4; empty: zero bytes; audio: audio only.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = make_clip(folder / ".whole.mp4", 160, 96, (30,))
+    truncated = folder / "truncated.mp4"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    whole.unlink()
+    text = folder / "notes.mp4"
+    text.write_text("this is a text file with a video extension", encoding="utf-8")
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    return {
+        "truncated": truncated,
+        "text": text,
+        "empty": empty,
+        "audio": write_audio_only(folder / "audio.mp4"),
+    }

@@ -11,43 +11,13 @@ import pytest
 
 from ltxtrainer import media
 from ltxtrainer.media import MediaError
-from ltxtrainer.synthetic import make_clip, scene_frames
+from ltxtrainer.synthetic import make_clip, scene_frames, write_unusable_files
 
 
 @pytest.fixture
 def clip(tmp_path) -> Path:
     """160x96, 24 fps, 30 + 20 frames with a hard cut."""
     return make_clip(tmp_path / "clip.mp4", 160, 96, (30, 20))
-
-
-def write_audio_only(path: Path) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=44100)
-        for index in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 44100, index * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
-
-
-def unusable_files(folder: Path) -> dict[str, Path]:
-    """One of each kind of file a user drops in a folder that is not a usable video."""
-    folder.mkdir(parents=True, exist_ok=True)
-    good = make_clip(folder / "whole.mp4", 160, 96, (30,))
-    truncated = folder / "truncated.mp4"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    good.unlink()
-    text = folder / "notes.mp4"
-    text.write_text("this is a text file with a video extension", encoding="utf-8")
-    empty = folder / "empty.mp4"
-    empty.write_bytes(b"")
-    return {
-        "truncated": truncated,
-        "text": text,
-        "empty": empty,
-        "audio": write_audio_only(folder / "audio.mp4"),
-    }
 
 
 def test_probe_reports_size_frame_count_and_rate(clip):
@@ -231,7 +201,7 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.parametrize("kind", ["truncated", "text", "empty", "audio"])
 def test_unusable_files_raise_media_error_naming_the_file(tmp_path, kind):
-    path = unusable_files(tmp_path)[kind]
+    path = write_unusable_files(tmp_path)[kind]
     expected_reason = {
         "truncated": "cannot be read",
         "text": "cannot be read",
