@@ -92,8 +92,9 @@ def probe_video(path: str | Path) -> VideoInfo:
 def read_frames(path: str | Path, start: int = 0, count: int | None = None, stride: int = 1) -> np.ndarray:
     """Frames start, start+stride, ... (at most `count`; None = to the end) as [F, H, W, 3] uint8 RGB.
 
-    Decoding stops after the last frame asked for. Raises MediaError if no frame exists at
-    `start` or the file cannot be decoded.
+    Decoding stops after the last frame asked for. Like a slice, a video that ends early gives
+    fewer frames (callers that need an exact count check it, as load_clip does). Raises
+    MediaError if no frame exists at `start` or the file cannot be decoded.
     """
     if start < 0 or stride < 1 or (count is not None and count < 0):
         raise ValueError("read_frames needs start >= 0, stride >= 1 and count >= 0 (or None)")
