@@ -15,16 +15,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ltxtrainer.buckets import BucketError  # noqa: E402
+from ltxtrainer.buckets import Bucket, BucketError, parse_buckets  # noqa: E402
 from ltxtrainer.models.folder import ModelFolderError  # noqa: E402
-from ltxtrainer.preprocess import PreprocessError, preprocess_dataset  # noqa: E402
+
+
+def resolution_buckets(text: str) -> list[Bucket]:
+    """argparse shows only ArgumentTypeError messages, so the rule a bucket breaks is passed on as one."""
+    try:
+        return parse_buckets(text)
+    except BucketError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path, help="dataset folder with clips/images and captions.json or .txt captions")
     parser.add_argument(
-        "--resolution-buckets", required=True,
+        "--resolution-buckets", required=True, type=resolution_buckets,
         help='buckets "WxHxF;WxHxF" (W, H multiples of 32, F = 8k+1), e.g. "768x512x49;512x768x49"',
     )
     parser.add_argument("--model-path", required=True, type=Path, help="LTX-Video diffusers model folder")
@@ -46,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Imported here, not at the top: torch and diffusers take seconds to import, and a typo in
+    # an argument should be reported at once.
+    from ltxtrainer.preprocess import PreprocessError, preprocess_dataset
+
     try:
         report = preprocess_dataset(
             args.dataset,

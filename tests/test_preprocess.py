@@ -1,0 +1,201 @@
+"""Preprocessing on the tiny model: reference-layout files, exact pipeline latents, idempotent re-runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import LTXPipeline
+from PIL import Image
+
+from ltxtrainer.media import load_clip, probe_video
+from ltxtrainer.models.folder import ModelFolderError
+from ltxtrainer.models.ltx_video import load_vae
+from ltxtrainer.models.tiny import TINY_LATENT_CHANNELS, TINY_TEXT_HIDDEN
+from ltxtrainer.preprocess import precomputed_paths, preprocess_dataset
+from ltxtrainer.synthetic import make_clip, scene_frames
+
+BUCKETS = "96x64x17;64x96x17;64x64x17"
+
+
+def write_dataset(folder: Path) -> Path:
+    """A landscape and a portrait clip, an image, a corrupt clip and an uncaptioned clip."""
+    make_clip(folder / "land.mp4", width=96, height=64, frames_per_scene=(17,))
+    (folder / "land.txt").write_text("a red square moves right", encoding="utf-8")
+    make_clip(folder / "sub" / "port.mp4", width=64, height=96, frames_per_scene=(20,))
+    Image.fromarray(scene_frames(64, 64, 1, scene_index=2)[0]).save(folder / "still.png")
+    (folder / "bad.mp4").write_bytes(b"this is not a video" * 50)
+    make_clip(folder / "nocap.mp4", width=64, height=64, frames_per_scene=(17,))
+    captions = [
+        {"media_path": "sub/port.mp4", "caption": "a green square moves up"},
+        {"media_path": "still.png", "caption": "a blue background"},
+        {"media_path": "bad.mp4", "caption": "broken"},
+    ]
+    (folder / "captions.json").write_text(json.dumps(captions), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory, tiny_model_dir):
+    dataset = write_dataset(tmp_path_factory.mktemp("data") / "my clips 数据集")
+    report = preprocess_dataset(dataset, BUCKETS, tiny_model_dir, decode_check=1, device="cpu")
+    return dataset, report
+
+
+def test_files_follow_the_reference_layout_and_each_shape_gets_its_bucket(preprocessed):
+    dataset, report = preprocessed
+    assert report.computed == ["land.mp4", "still.png", "sub/port.mp4"]
+    assert set(report.failed) == {"bad.mp4", "nocap.mp4"}
+    assert "no caption" in report.failed["nocap.mp4"]
+    # (latent frames, height, width) for 96x64x17, a one-frame 64x64 image, and 64x96x17
+    expected = {"land.mp4": (3, 2, 3), "still.png": (1, 2, 2), "sub/port.mp4": (3, 3, 2)}
+    for relative, (frames, height, width) in expected.items():
+        latents_path, conditions_path = precomputed_paths(dataset, relative)
+        latents = torch.load(latents_path, weights_only=True)
+        assert set(latents) == {"latents", "num_frames", "height", "width", "fps"}
+        assert (latents["num_frames"], latents["height"], latents["width"]) == (frames, height, width)
+        assert latents["latents"].shape == (frames * height * width, TINY_LATENT_CHANNELS)
+        assert latents["latents"].dtype == torch.float32 and isinstance(latents["fps"], float)
+        conditions = torch.load(conditions_path, weights_only=True)
+        assert conditions["prompt_embeds"].shape == (128, TINY_TEXT_HIDDEN)
+        assert conditions["prompt_attention_mask"].dtype == torch.bool
+        assert conditions["prompt_attention_mask"].shape == (128,)
+        assert 0 < conditions["prompt_attention_mask"].sum() < 128
+    assert latents_path.relative_to(dataset).as_posix() == ".precomputed/latents/sub/port.pt"
+    assert not precomputed_paths(dataset, "bad.mp4")[0].exists()
+    manifest = json.loads((dataset / ".precomputed" / "manifest.json").read_text(encoding="utf-8"))
+    buckets = {key: entry["latents"]["bucket"] for key, entry in manifest["samples"].items()}
+    assert buckets == {"land.mp4": "96x64x17", "still.png": "64x64x1", "sub/port.mp4": "64x96x17"}
+    assert manifest["samples"]["land.mp4"]["conditions"]["max_sequence_length"] == 128
+
+
+def test_stored_latents_are_the_pipelines_own_encoding_and_decode_back(preprocessed, tiny_model_dir):
+    dataset, _ = preprocessed
+    vae = load_vae(tiny_model_dir)
+    frames, _ = load_clip(dataset / "land.mp4", 96, 64, 17)
+    video = (torch.from_numpy(frames).float() / 127.5 - 1).permute(3, 0, 1, 2)[None]
+    with torch.no_grad():
+        encoded = vae.encode(video).latent_dist.mode()
+    normalised = LTXPipeline._normalize_latents(encoded, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    expected = LTXPipeline._pack_latents(normalised, 1, 1)[0]
+    stored = torch.load(precomputed_paths(dataset, "land.mp4")[0], weights_only=True)
+    torch.testing.assert_close(stored["latents"], expected, rtol=1e-5, atol=1e-5)
+
+    unpacked = LTXPipeline._unpack_latents(stored["latents"][None], 3, 2, 3, 1, 1)
+    torch.testing.assert_close(unpacked, normalised, rtol=1e-5, atol=1e-5)
+    latents = LTXPipeline._denormalize_latents(unpacked, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    with torch.no_grad():
+        decoded = vae.decode(latents, return_dict=False)[0]
+    assert decoded.shape == (1, 3, 17, 64, 96)
+    check = probe_video(dataset / ".precomputed" / "decoded" / "land.mp4")
+    assert (check.width, check.height, check.num_frames) == (96, 64, 17)
+
+
+def test_output_loads_in_the_trainers_dataset(preprocessed):
+    from ltxtrainer.data import PrecomputedDataset
+
+    dataset, _ = preprocessed
+    data = PrecomputedDataset(dataset, expected_channels=TINY_LATENT_CHANNELS)
+    assert len(data) == 3
+    assert sorted(data.buckets) == [(1, 2, 2), (3, 2, 3), (3, 3, 2)]
+    item = data[0]
+    assert {"latents", "prompt_embeds", "prompt_attention_mask", "num_frames", "height", "width", "fps"} <= set(item)
+    assert PrecomputedDataset(dataset / ".precomputed").samples == data.samples
+
+
+def test_rerun_does_only_what_changed(tmp_path, tiny_model_dir):
+    dataset = tmp_path / "set"
+    make_clip(dataset / "a.mp4", width=96, height=64, frames_per_scene=(17,))
+    make_clip(dataset / "b.mp4", width=64, height=96, frames_per_scene=(17,))
+    (dataset / "a.txt").write_text("a red square", encoding="utf-8")
+    (dataset / "b.txt").write_text("a green square", encoding="utf-8")
+    assert preprocess_dataset(dataset, BUCKETS, tiny_model_dir).computed == ["a.mp4", "b.mp4"]
+
+    again = preprocess_dataset(dataset, BUCKETS, tiny_model_dir)
+    assert (again.computed, again.skipped, again.failed) == ([], ["a.mp4", "b.mp4"], {})
+
+    latents_b, conditions_b = precomputed_paths(dataset, "b.mp4")
+    latents_stamp, old_embeds = latents_b.stat().st_mtime_ns, torch.load(conditions_b)["prompt_embeds"]
+    (dataset / "b.txt").write_text("a dog walks in the city", encoding="utf-8")
+    edited = preprocess_dataset(dataset, BUCKETS, tiny_model_dir)
+    assert (edited.computed, edited.skipped) == (["b.mp4"], ["a.mp4"])
+    assert latents_b.stat().st_mtime_ns == latents_stamp  # a caption edit leaves the latents alone
+    assert not torch.equal(torch.load(conditions_b)["prompt_embeds"], old_embeds)
+
+    # A longer text budget or another bucket list changes every sample it touches.
+    assert preprocess_dataset(dataset, BUCKETS, tiny_model_dir, max_sequence_length=64).computed == ["a.mp4", "b.mp4"]
+    rebucketed = preprocess_dataset(dataset, "64x64x17;64x96x17", tiny_model_dir, max_sequence_length=64)
+    assert (rebucketed.computed, rebucketed.skipped) == (["a.mp4"], ["b.mp4"])
+    assert torch.load(precomputed_paths(dataset, "a.mp4")[0])["width"] == 2
+
+    # A deleted clip's files go, so it no longer trains.
+    os.remove(dataset / "a.mp4")
+    pruned = preprocess_dataset(dataset, "64x64x17;64x96x17", tiny_model_dir, max_sequence_length=64)
+    assert pruned.removed == ["a.mp4"] and not precomputed_paths(dataset, "a.mp4")[0].exists()
+
+
+def test_another_model_recomputes_everything(tmp_path, tiny_model_dir):
+    from ltxtrainer.models.tiny import save_tiny_model
+
+    dataset = tmp_path / "set"
+    make_clip(dataset / "a.mp4", width=64, height=64, frames_per_scene=(17,))
+    (dataset / "a.txt").write_text("a red square", encoding="utf-8")
+    preprocess_dataset(dataset, BUCKETS, tiny_model_dir)
+    moved = shutil.copytree(tiny_model_dir, tmp_path / "moved model")
+    assert preprocess_dataset(dataset, BUCKETS, moved).skipped == ["a.mp4"]  # same weights elsewhere
+    other = save_tiny_model(tmp_path / "other", seed=1)
+    assert preprocess_dataset(dataset, BUCKETS, other).computed == ["a.mp4"]
+
+
+def test_short_clips_are_skipped_or_shrunk(tmp_path, tiny_model_dir):
+    dataset = tmp_path / "set"
+    make_clip(dataset / "short.mp4", width=64, height=64, frames_per_scene=(12,))
+    (dataset / "short.txt").write_text("a red square", encoding="utf-8")
+    skipped = preprocess_dataset(dataset, "64x64x17", tiny_model_dir)
+    assert "12 frames" in skipped.failed["short.mp4"] and not skipped.computed
+    shrunk = preprocess_dataset(dataset, "64x64x17", tiny_model_dir, on_short="shrink")
+    assert shrunk.computed == ["short.mp4"]
+    assert torch.load(precomputed_paths(dataset, "short.mp4")[0])["num_frames"] == 2  # 9 frames -> 2 latent
+
+
+def test_missing_shard_stops_before_any_work(tmp_path, tiny_model_dir):
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    shard = sorted((model / "transformer").glob("*-of-*.safetensors"))[1]
+    shard.unlink()
+    dataset = tmp_path / "set"
+    make_clip(dataset / "a.mp4", width=64, height=64, frames_per_scene=(17,))
+    (dataset / "a.txt").write_text("a red square", encoding="utf-8")
+    with pytest.raises(ModelFolderError, match=shard.name):
+        preprocess_dataset(dataset, BUCKETS, model)
+    assert not (dataset / ".precomputed").exists()
+
+
+def run_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "preprocess_dataset.py"
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True, text=True, encoding="utf-8", cwd=cwd, timeout=300,
+    )
+
+
+def test_command_line_runs_and_explains_errors(tmp_path, tiny_model_dir):
+    dataset = tmp_path / "训练 数据"
+    make_clip(dataset / "片段 1.mp4", width=64, height=96, frames_per_scene=(17,))
+    (dataset / "片段 1.txt").write_text("一只猫 a cat", encoding="utf-8")
+    done = run_cli(dataset, "--resolution-buckets", "64x96x17", "--model-path", tiny_model_dir, "--device", "cpu",
+                   "--dtype", "fp32", "--decode-check", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[-1]["event"] == "summary" and events[-1]["computed"] == 1
+    assert precomputed_paths(dataset, "片段 1.mp4")[0].is_file()
+    assert (dataset / ".precomputed" / "decoded" / "片段 1.mp4").is_file()
+
+    bad = run_cli(dataset, "--resolution-buckets", "64x90x17", "--model-path", tiny_model_dir, cwd=tmp_path)
+    assert bad.returncode != 0
+    assert "64x90x17" in bad.stderr and "multiples of 32" in bad.stderr and "Traceback" not in bad.stderr
