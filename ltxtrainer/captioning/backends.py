@@ -21,6 +21,7 @@ def open_captioner(
     concurrency: int = 4,
     model_path: str | Path | None = None,
     quantization: str | None = None,
+    max_new_tokens: int = 256,
     captions_from: str | Path | None = None,
 ) -> Captioner:
     """Build the named backend; `api_key` (from the GUI) wins over the environment variable."""
@@ -38,7 +39,7 @@ def open_captioner(
     if backend in ("llava", "qwen"):
         from ltxtrainer.captioning.local import LocalVLMCaptioner
 
-        return LocalVLMCaptioner(backend, model_path, quantization=quantization)
+        return LocalVLMCaptioner(backend, model_path, quantization=quantization, max_new_tokens=max_new_tokens)
     if backend == "files":
         from ltxtrainer.captioning.files import FileCaptioner
 
