@@ -257,6 +257,9 @@ def _plan(
     samples, taken = [], {}
     for relative in sorted(paths):
         path = paths[relative]
+        if ".." in Path(relative).parts:
+            report.failed[relative] = "lies outside the dataset folder; move it inside (captions.json names it)"
+            continue
         stem = Path(relative).with_suffix("").as_posix()
         if stem in taken:
             report.failed[relative] = f"has the same name as {taken[stem]}, so their precomputed files would collide; rename one"

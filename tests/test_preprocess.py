@@ -36,6 +36,7 @@ def write_dataset(folder: Path) -> Path:
         {"media_path": "sub/port.mp4", "caption": "a green square moves up"},
         {"media_path": "still.png", "caption": "a blue background"},
         {"media_path": "bad.mp4", "caption": "broken"},
+        {"media_path": "../elsewhere.mp4", "caption": "outside the dataset"},
     ]
     (folder / "captions.json").write_text(json.dumps(captions), encoding="utf-8")
     return folder
@@ -51,7 +52,7 @@ def preprocessed(tmp_path_factory, tiny_model_dir):
 def test_files_follow_the_reference_layout_and_each_shape_gets_its_bucket(preprocessed):
     dataset, report = preprocessed
     assert report.computed == ["land.mp4", "still.png", "sub/port.mp4"]
-    assert set(report.failed) == {"bad.mp4", "nocap.mp4"}
+    assert set(report.failed) == {"bad.mp4", "nocap.mp4", "../elsewhere.mp4"}
     assert "no caption" in report.failed["nocap.mp4"]
     # (latent frames, height, width) for 96x64x17, a one-frame 64x64 image, and 64x96x17
     expected = {"land.mp4": (3, 2, 3), "still.png": (1, 2, 2), "sub/port.mp4": (3, 3, 2)}
