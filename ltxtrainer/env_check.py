@@ -266,6 +266,7 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
     torch_info, driver = report.torch, report.driver
     smi_sees_gpu = driver["gpu_count"] > 0
     venv_python = r".venv\Scripts\python.exe" if os.name == "nt" else ".venv/bin/python"
+    launcher = r".\run.ps1" if os.name == "nt" else "./run.sh"
 
     if sys.version_info[:2] > (3, 12):
         problems.append(
@@ -280,7 +281,7 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
             Problem(
                 "error",
                 "torch is not installed in this Python.",
-                "Run .\\run.ps1 (Windows) or ./run.sh: it installs torch first.",
+                f"Run {launcher}: it installs torch first.",
             )
         )
     elif torch_info["cuda"] is None and smi_sees_gpu:
@@ -290,7 +291,7 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 f"torch {torch_info['version']} is a CPU-only build, but nvidia-smi sees an NVIDIA GPU: "
                 "training would ignore the GPU.",
                 f"Replace it with the CUDA build: `{venv_python} -m pip uninstall -y torch` then "
-                f"`{venv_python} -m pip install torch --index-url {CUDA_INDEX_URL}`, then start .\\run.ps1 again.",
+                f"`{venv_python} -m pip install torch --index-url {CUDA_INDEX_URL}`, then start {launcher} again.",
             )
         )
     torch_cuda, driver_cuda = _version_tuple(torch_info["cuda"]), _version_tuple(driver["cuda"])
