@@ -12,6 +12,7 @@ hand), then the entry in `captions.json`.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,10 +127,19 @@ def _caption_all(
 ) -> None:
     """Caption `todo` with up to `captioner.parallel_requests` clips in flight; save each as it lands."""
     fatal: str | None = None
+    stop = threading.Event()
+
+    def caption_one(clip: Path) -> str:
+        if stop.is_set():  # a worker must not send one more request after a fatal answer
+            raise FatalCaptionError("stopped")
+        try:
+            return captioner.caption_video(clip, instruction, frames_per_clip)
+        except FatalCaptionError:
+            stop.set()
+            raise
+
     executor = ThreadPoolExecutor(max_workers=captioner.parallel_requests, thread_name_prefix="caption")
-    futures: dict[Future, Path] = {
-        executor.submit(captioner.caption_video, clip, instruction, frames_per_clip): clip for clip in todo
-    }
+    futures: dict[Future, Path] = {executor.submit(caption_one, clip): clip for clip in todo}
     progress = track(as_completed(futures), stage=STAGE, total=len(futures), unit="clip")
     try:
         for future in progress:
