@@ -343,9 +343,10 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
     if report.ffmpeg["path"] is None:
         problems.append(
             Problem(
-                "warning",
-                "No ffmpeg found (neither on PATH nor from imageio-ffmpeg): scene splitting cannot cut videos.",
-                f"`{venv_python} -m pip install imageio-ffmpeg`",
+                "info",
+                "No ffmpeg found (neither on PATH nor from imageio-ffmpeg). ltxtrainer's own stages decode and "
+                "write video with PyAV and do not need it; tools that call ffmpeg (e.g. scenedetect's splitter) do.",
+                f"`{venv_python} -m pip install imageio-ffmpeg` (it is in requirements.txt)",
             )
         )
     for state in report.models:
