@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resolution-buckets", required=True, type=resolution_buckets,
         help='buckets "WxHxF;WxHxF" (W, H multiples of 32, F = 8k+1), e.g. "768x512x49;512x768x49"',
     )
-    parser.add_argument("--model-path", required=True, type=Path, help="LTX-Video diffusers model folder")
+    parser.add_argument("--model-path", required=True, help="LTX-Video diffusers model folder (or a repo id in the local Hugging Face cache)")
     parser.add_argument("--max-sequence-length", type=int, default=128, help="T5 tokens per caption (default 128)")
     parser.add_argument("--vae-tiling", action="store_true", help="encode large frames in tiles (less GPU memory)")
     parser.add_argument(
