@@ -28,8 +28,10 @@ stays the master copy.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from peft import LoraConfig
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -349,6 +352,11 @@ def read_lora(source: str | os.PathLike) -> LtxLora:
     if source_format == "peft":
         adapter = _peft_adapter_config(path) or adapter
     notes = []
+    # rsLoRA scales by alpha/sqrt(rank); ComfyUI knows only alpha/rank, so carry the same scale
+    # as an equivalent plain alpha (alpha * sqrt(rank)) from here on.
+    rslora = bool(adapter and adapter.get("use_rslora") and not folded)
+    if rslora:
+        notes.append("rsLoRA file: its alpha/sqrt(rank) scale is kept as an equivalent plain alpha")
     modules: dict[str, LoraModule] = {}
     for module in sorted(pairs, key=_module_order):
         down, up = pairs[module]["down"], pairs[module]["up"]
@@ -361,6 +369,8 @@ def read_lora(source: str | os.PathLike) -> LtxLora:
             alpha = _pattern_value(adapter.get("alpha_pattern"), module, adapter["lora_alpha"])
         else:
             alpha = float(rank)
+        if rslora and module not in alpha_keys:
+            alpha *= math.sqrt(rank)
         if folded:
             up = (up.float() / (alpha / rank)).to(up.dtype)
         modules[module] = LoraModule(down=down, up=up, alpha=alpha)
@@ -395,7 +405,10 @@ def diffusers_adapter_metadata(lora: LtxLora) -> dict:
         "rank_pattern": {module: int(value) for module, value in rank_pattern.items()},
         "alpha_pattern": {module: _number(value) for module, value in alpha_pattern.items()},
     }
-    source = dict(lora.adapter_metadata or {})
+    # Only LoraConfig's own arguments: a peft adapter_config.json also holds peft_type, task_type, ...
+    # that diffusers would pass to LoraConfig and fail on.
+    accepted = {spec.name for spec in dataclasses.fields(LoraConfig) if spec.init}
+    source = {key: value for key, value in (lora.adapter_metadata or {}).items() if key in accepted}
     # Keep the trainer's own record (target_modules, dropout, ...) when it agrees with the tensors.
     agrees = source.get("r") == built["r"] and float(source.get("lora_alpha", -1)) == float(alpha)
     if (
@@ -404,6 +417,7 @@ def diffusers_adapter_metadata(lora: LtxLora) -> dict:
         and not alpha_pattern
         and not source.get("rank_pattern")
         and not source.get("alpha_pattern")
+        and not source.get("use_rslora")
     ):
         return source
     return {

@@ -314,7 +314,7 @@ def test_merge_at_strength_one_equals_the_loaded_lora_and_zero_equals_the_base(
     assert all(torch.equal(zero.state_dict()[key], base[key]) for key in base)
 
 
-def test_peft_adapter_folder_reads_alpha_from_its_adapter_config(trainer_lora, tmp_path):
+def test_peft_adapter_folder_reads_alpha_from_its_adapter_config(pipeline, trainer_lora, tmp_path):
     """peft's own save_pretrained layout: base_model.model. keys, alpha in adapter_config.json."""
     folder = tmp_path / "peft adapter"
     folder.mkdir()
@@ -323,9 +323,31 @@ def test_peft_adapter_folder_reads_alpha_from_its_adapter_config(trainer_lora, t
         for key, value in load_file(trainer_lora).items()
     }
     save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 16}), encoding="utf-8")
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=4, lora_alpha=16, target_modules=TARGETS
+    ).to_dict()  # with peft_type, task_type, ...
+    config["target_modules"] = sorted(config["target_modules"])  # a set in memory, a list in peft's file
+    (folder / "adapter_config.json").write_text(json.dumps(config, default=str), encoding="utf-8")
     lora = read_lora(folder)
     assert (lora.format, lora.rank, lora.alpha) == ("peft", 4, 16)
-    back = to_diffusers(to_comfyui(folder / "adapter_model.safetensors"))
+    back = to_diffusers(folder / "adapter_model.safetensors")
     original, restored = load_file(trainer_lora), load_file(back)
     assert all(torch.equal(original[key], restored[key]) for key in original)
+    torch.testing.assert_close(output_with_lora(pipeline, back), output_with_lora(pipeline, trainer_lora))
+
+
+def test_rslora_scale_survives_conversion(pipeline, tmp_path):
+    """peft's use_rslora scales by alpha/sqrt(rank); the ComfyUI file must fold that same scale."""
+    trained = save_trainer_lora(tmp_path, rank=4, alpha=8)
+    tensors, metadata = load_file(trained), {"format": "pt"}
+    with safe_open(str(trained), framework="pt") as handle:
+        adapter = json.loads(handle.metadata()["lora_adapter_metadata"])
+    metadata["lora_adapter_metadata"] = json.dumps({**adapter, "transformer.use_rslora": True})
+    rslora = tmp_path / "rslora.safetensors"
+    save_file(tensors, str(rslora), metadata=metadata)
+    assert read_lora(rslora).alpha == 16  # 8 / sqrt(4) == 16 / 4
+    torch.testing.assert_close(
+        output_with_lora(pipeline, to_comfyui(rslora)), output_with_lora(pipeline, rslora)
+    )
