@@ -1,0 +1,103 @@
+"""Run the whole pipeline for one project, or the end-to-end demo on tiny models.
+
+    python scripts/run_pipeline.py PROJECT --resolution 768x512 --frames 49 \
+        --steps split,caption,preprocess,train --config-template 13b --captioner api \
+        --api-base-url https://api.moonshot.cn/v1 --api-model moonshot-v1-8k-vision-preview \
+        --api-key-env MOONSHOT_API_KEY --set optimization.steps=1500
+    python scripts/run_pipeline.py --demo [--output-dir outputs/demo]
+
+PROJECT is the trigger word and the folder name under train_date/. Folders: train_date/PROJECT/
+(your videos) -> datasets/PROJECT/scenes/ (clips, captions.json, .txt, .precomputed/) ->
+outputs/PROJECT_WxHxF/ (training_config.yaml, pipeline_status.json, checkpoints/, samples/,
+lora_weights.safetensors, PROJECT_WxHxF_comfy.safetensors). Asking for train also exports the
+ComfyUI file. Run it again at any time: stages whose inputs did not change are skipped, and an
+interrupted training run continues from its latest checkpoint.
+
+Exit status: 0 done; 1 a stage failed (its reason is the last line on stderr and in
+pipeline_status.json); 2 the request was refused; 130 stopped by the user (run again to continue).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+from ltxtrainer.pipeline import (  # noqa: E402
+    CAPTIONERS,
+    EXIT_USAGE,
+    REPO_ROOT,
+    TEMPLATES,
+    PipelineError,
+    PipelineOptions,
+    options_from_overrides,
+    parse_resolution,
+    parse_steps,
+    run_pipeline,
+)
+from ltxtrainer.progress import say  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("project", nargs="?", help="trigger word = folder name under train_date/ (A-Z a-z 0-9 _ -)")
+    parser.add_argument("--resolution", default="768x512", help="WIDTHxHEIGHT, multiples of 32 (default 768x512)")
+    parser.add_argument("--frames", type=int, default=49, help="frames per clip, 8k+1 (default 49)")
+    parser.add_argument("--steps", default="split,caption,preprocess,train",
+                        help="comma-separated stages: split,caption,preprocess,train,export (train implies export)")
+    parser.add_argument("--config-template", choices=sorted(TEMPLATES), default="13b",
+                        help="training config template in configs/ (default 13b)")
+    parser.add_argument("--captioner", choices=CAPTIONERS, default="api", help="caption backend (default api)")
+    parser.add_argument("--api-base-url", help="OpenAI-compatible server, e.g. https://api.moonshot.cn/v1")
+    parser.add_argument("--api-model", help="vision model name on that server")
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                        help="environment variable holding the API key (default OPENAI_API_KEY); never the key itself")
+    parser.add_argument("--caption-model-path", type=Path, help="llava/qwen: local captioning model folder")
+    parser.add_argument("--captions-from", type=Path, help="files captioner: a .csv/.json/.jsonl table or .txt folder")
+    parser.add_argument("--model-path", type=Path, help="LTX-Video diffusers folder (default: the template's model_source)")
+    parser.add_argument("--train-date-dir", type=Path, default=REPO_ROOT / "train_date", help="folder of projects")
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "datasets",
+                        help="folder for scene clips, captions and latents (default datasets/)")
+    parser.add_argument("--outputs-dir", type=Path, default=REPO_ROOT / "outputs", help="folder for runs")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a training config field, e.g. --set lora.rank=32 (repeatable)")
+    parser.add_argument("--detector", choices=("content", "adaptive"), help="split: scene detector")
+    parser.add_argument("--threshold", type=float, help="split: cut sensitivity (lower cuts more)")
+    parser.add_argument("--min-scene-len", type=int, help="split: shortest scene in frames")
+    parser.add_argument("--max-scene-len", type=float, help="split: cut longer scenes into pieces of this many seconds")
+    parser.add_argument("--demo", action="store_true", help="run the end-to-end demo on tiny models (CPU is fine)")
+    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "outputs" / "demo",
+                        help="with --demo: where everything is written (default outputs/demo)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.demo:
+        from ltxtrainer.demo import run_demo
+
+        return run_demo(args.output_dir)
+    try:
+        if not args.project:
+            raise PipelineError("Name the project (its trigger word) first, e.g. run_pipeline.py mystyle --resolution 768x512.")
+        width, height = parse_resolution(args.resolution)
+        options = PipelineOptions(
+            project=args.project, width=width, height=height, frames=args.frames, steps=parse_steps(args.steps),
+            config_template=args.config_template, captioner=args.captioner, api_base_url=args.api_base_url,
+            api_model=args.api_model, api_key_env=args.api_key_env, caption_model_path=args.caption_model_path,
+            captions_from=args.captions_from, model_path=args.model_path, train_date_dir=args.train_date_dir,
+            work_dir=args.work_dir, outputs_dir=args.outputs_dir, overrides=options_from_overrides(args.overrides),
+            detector=args.detector, threshold=args.threshold, min_scene_len=args.min_scene_len,
+            max_scene_len=args.max_scene_len,
+        )
+    except PipelineError as error:
+        say(str(error))
+        return EXIT_USAGE
+    return run_pipeline(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
