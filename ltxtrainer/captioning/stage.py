@@ -101,6 +101,8 @@ def caption_clips(
 
     if todo:
         _caption_all(clips_dir, todo, captioner, instruction, trigger_word, frames_per_clip, captions, report)
+        report.captioned.sort()  # clips finish in any order when several are in flight
+        report.failed.sort()
     emit(
         "summary",
         stage=STAGE,
