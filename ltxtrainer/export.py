@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from peft import LoraConfig
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -405,6 +404,10 @@ def diffusers_adapter_metadata(lora: LtxLora) -> dict:
         "rank_pattern": {module: int(value) for module, value in rank_pattern.items()},
         "alpha_pattern": {module: _number(value) for module, value in alpha_pattern.items()},
     }
+    from peft import (
+        LoraConfig,
+    )  # imported here: peft pulls in transformers, slow for a CLI that only converts
+
     # Only LoraConfig's own arguments: a peft adapter_config.json also holds peft_type, task_type, ...
     # that diffusers would pass to LoraConfig and fail on.
     accepted = {spec.name for spec in dataclasses.fields(LoraConfig) if spec.init}
