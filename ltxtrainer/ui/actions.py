@@ -1,0 +1,213 @@
+"""What the GUI's buttons do, as plain functions: build a command line and queue it as a job.
+
+The event handlers in the `tab_*` modules only translate widget values into calls of these
+functions and their results into widget updates, so everything here can be called (and
+tested) without a browser. The stage scripts are always run as subprocesses: the GUI never
+imports torch or holds a model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ltxtrainer.config import TrainerConfig, load_config, save_config
+from ltxtrainer.pipeline import (
+    CONFIG_FILE,
+    STAGES,
+    TEMPLATES,
+    check_dimensions,
+    parse_resolution,
+    template_path,
+)
+from ltxtrainer.ui.jobs import Job, JobRunner
+from ltxtrainer.ui.runs import comfy_export_path
+from ltxtrainer.ui.workspace import AppPaths, clips_folder, forget_caption, project_layout, safe_join
+
+API_KEY_ENV = "LTXT_CAPTION_API_KEY"  # the variable the GUI's key travels in; never written anywhere
+CONFIG_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+PIPELINE_STEPS = tuple(stage for stage in STAGES if stage != "export")  # export follows train itself
+
+# (label key, width, height): the seed GUI's range, 320x320 to 1280x736, multiples of 32.
+RESOLUTIONS = (
+    ("res.landscape", 768, 512), ("res.landscape", 704, 480), ("res.landscape", 960, 544),
+    ("res.landscape", 1024, 576), ("res.landscape", 1280, 736), ("res.landscape", 512, 320),
+    ("res.portrait", 512, 768), ("res.portrait", 480, 704), ("res.portrait", 544, 960),
+    ("res.portrait", 576, 1024), ("res.portrait", 736, 1280), ("res.portrait", 320, 512),
+    ("res.square", 320, 320), ("res.square", 512, 512), ("res.square", 640, 640),
+    ("res.square", 768, 768), ("res.square", 1024, 1024),
+)
+FRAME_COUNTS = tuple(24 * k + 1 for k in range(1, 16))  # 25, 49, ..., 361
+
+
+def _script(paths: AppPaths, name: str) -> str:
+    return str(paths.scripts / name)
+
+
+def caption_arguments(captioner: str, api_base_url: str | None, api_model: str | None, api_key: str | None):
+    """(extra argv, secret env) for a captioner choice; the key only ever goes into the env."""
+    argv: list[str] = []
+    secret: dict[str, str] = {}
+    if captioner == "api":
+        if api_base_url:
+            argv += ["--api-base-url", api_base_url.strip()]
+        if api_model:
+            argv += ["--api-model", api_model.strip()]
+        if api_key and api_key.strip():
+            argv += ["--api-key-env", API_KEY_ENV]
+            secret[API_KEY_ENV] = api_key.strip()
+    return argv, secret
+
+
+def template_model_path(paths: AppPaths, template: str) -> Path | None:
+    """The template's model folder inside the GUI's models/ folder, when it is there."""
+    data = yaml.safe_load(template_path(template).read_text(encoding="utf-8")) or {}
+    source = str((data.get("model") or {}).get("model_source") or "")
+    candidate = paths.models / Path(source).name if source else None
+    return candidate if candidate is not None and candidate.is_dir() else None
+
+
+def start_pipeline(
+    runner: JobRunner,
+    paths: AppPaths,
+    *,
+    project: str,
+    resolution: str,
+    frames: int,
+    steps: list[str],
+    template: str,
+    captioner: str,
+    api_base_url: str | None = None,
+    api_model: str | None = None,
+    api_key: str | None = None,
+) -> Job:
+    """Queue scripts/run_pipeline.py for a project; raises ValueError with the reason to show."""
+    width, height = parse_resolution(resolution)
+    check_dimensions(width, height, int(frames))
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}")
+    chosen = [step for step in PIPELINE_STEPS if step in steps]
+    if not chosen:
+        raise ValueError("no steps chosen")
+    layout = project_layout(paths, project, width, height, int(frames))
+    argv = [
+        sys.executable, _script(paths, "run_pipeline.py"), project,
+        "--resolution", f"{width}x{height}", "--frames", str(int(frames)), "--steps", ",".join(chosen),
+        "--config-template", template, "--captioner", captioner,
+        "--train-date-dir", str(paths.train_date), "--work-dir", str(paths.datasets), "--outputs-dir", str(paths.outputs),
+    ]
+    model_path = template_model_path(paths, template)
+    if model_path is not None:
+        argv += ["--model-path", str(model_path)]
+    extra, secret = caption_arguments(captioner, api_base_url, api_model, api_key)
+    meta = {"project": project, "run_dir": str(layout.run_dir), "status_file": str(layout.status_file),
+            "comfy_file": str(layout.comfy_file)}
+    title = f"{project} {width}x{height}x{int(frames)} ({'+'.join(chosen)})"
+    return runner.submit("pipeline", title, argv + extra, cwd=paths.root, meta=meta, secret_env=secret)
+
+
+def start_training(runner: JobRunner, paths: AppPaths, config_file: Path, resume: bool = False) -> Job:
+    """Queue scripts/train.py for a config already checked by the schema."""
+    config = load_config(config_file)
+    run_dir = Path(config.output_dir)
+    run_dir = run_dir if run_dir.is_absolute() else paths.root / run_dir
+    argv = [sys.executable, _script(paths, "train.py"), str(config_file)] + (["--resume"] if resume else [])
+    title = f"{'resume' if resume else 'train'} {run_dir.name}"
+    return runner.submit("train", title, argv, cwd=paths.root, meta={"run_dir": str(run_dir)})
+
+
+def resume_run(runner: JobRunner, paths: AppPaths, run_name: str) -> Job:
+    """Continue a stopped run from its latest checkpoint, with the config it was trained with."""
+    run_dir = safe_join(paths.outputs, run_name)
+    return start_training(runner, paths, run_dir / CONFIG_FILE, resume=True)
+
+
+def config_file_for(paths: AppPaths, name: str) -> Path:
+    """configs/<name>.yaml for a plain file name (no folders), refusing anything else."""
+    name = name.strip()
+    if name.lower().endswith((".yaml", ".yml")):
+        name = name.rsplit(".", 1)[0]
+    if not CONFIG_NAME.fullmatch(name) or name.startswith("."):
+        raise ValueError(name)
+    return safe_join(paths.configs, f"{name}.yaml")
+
+
+def list_configs(paths: AppPaths) -> list[str]:
+    return sorted(p.name for p in paths.configs.glob("*.yaml")) if paths.configs.is_dir() else []
+
+
+def save_named_config(paths: AppPaths, config: TrainerConfig, name: str) -> Path:
+    return save_config(config, config_file_for(paths, name))
+
+
+def recaption_clip(
+    runner: JobRunner,
+    paths: AppPaths,
+    project: str,
+    clip: str,
+    captioner: str,
+    api_base_url: str | None = None,
+    api_model: str | None = None,
+    api_key: str | None = None,
+) -> Job:
+    """Forget one clip's caption and queue the captioning stage, which redoes only missing ones."""
+    forget_caption(paths, project, clip)
+    folder = clips_folder(paths, project)
+    extra, secret = caption_arguments(captioner, api_base_url, api_model, api_key)
+    argv = [sys.executable, _script(paths, "caption_videos.py"), str(folder), "--backend", captioner,
+            "--trigger-word", project, *extra]
+    return runner.submit("caption", f"caption {project}/{clip}", argv, cwd=paths.root,
+                         meta={"project": project, "clip": clip}, secret_env=secret)
+
+
+def export_lora(runner: JobRunner, paths: AppPaths, lora_relative: str) -> Job:
+    """Queue the ComfyUI conversion of a LoRA under outputs/ into outputs/comfyui/."""
+    lora = safe_join(paths.outputs, lora_relative)
+    if not lora.is_file():
+        raise FileNotFoundError(str(lora))
+    output = comfy_export_path(paths.comfyui_exports, lora.relative_to(paths.outputs).as_posix())
+    argv = [sys.executable, _script(paths, "convert_to_comfyui.py"), str(lora), "--output", str(output)]
+    return runner.submit("export", f"export {lora_relative}", argv, cwd=paths.root, meta={"output": str(output)})
+
+
+def environment_report(paths: AppPaths, timeout_s: float = 180) -> dict:
+    """scripts/check_env.py --json, run as a subprocess (it imports torch; the GUI does not)."""
+    result = subprocess.run(
+        [sys.executable, _script(paths, "check_env.py"), "--json", "--models-dir", str(paths.models),
+         "--outputs-dir", str(paths.outputs)],
+        cwd=paths.root, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout_s,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.strip().startswith("{")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError((result.stderr or result.stdout).strip()[-500:] or f"exit code {result.returncode}")
+    return json.loads(lines[-1])
+
+
+def memory_estimate(paths: AppPaths, template: str, resolution: str, frames: int) -> dict:
+    """The estimator's numbers for a template at a size, or {"unavailable": reason}.
+
+    ltxtrainer.memory is written by another part of the project; until it exists the GUI says
+    so instead of showing made-up numbers.
+    """
+    try:
+        from ltxtrainer import memory
+    except ImportError:
+        return {"unavailable": "missing"}
+    try:
+        width, height = parse_resolution(resolution)
+        config = load_config(template_path(template))
+        model_path = template_model_path(paths, template)
+        transformer_config = model_path / "transformer" / "config.json" if model_path else None
+        variant = json.loads(transformer_config.read_text()) if transformer_config and transformer_config.is_file() else (
+            "2b" if template == "2b" else "13b")
+        estimate = memory.estimate_memory(config, width, height, int(frames), variant)
+        free = memory.gpu_total_bytes() if hasattr(memory, "gpu_total_bytes") else None
+        verdict = memory.fits(estimate, free)[1] if free else ""
+        return {"total_gb": estimate.total_bytes / 2**30, "verdict": verdict}
+    except Exception as error:  # an estimate is advice: its failure must never block a start
+        return {"error": str(error)}

@@ -1,0 +1,162 @@
+"""What the GUI shows about training runs, read from the files the stages write.
+
+A run folder is anything under outputs/ holding `metrics.jsonl` or `training_config.yaml`.
+Everything here reads files only (metrics.jsonl, pipeline_status.json, samples/, checkpoints/),
+so the views are right even for runs started from the command line or by an earlier server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ltxtrainer.pipeline import CONFIG_FILE, STATUS_FILE
+
+# The trainer's file names (ltxtrainer.training.trainer / checkpoints), repeated here because
+# importing those modules imports torch, which would add seconds to every GUI start.
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+CHECKPOINT_STATES = "checkpoints/step_*/state.json"
+_STEP_FOLDER = re.compile(r"^step_(\d+)$")
+_HIDDEN_OR_EXPORTS = (".jobs", ".ui", "comfyui")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file; a half-written last line (a run in progress) is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def loss_points(events: list[dict]) -> list[tuple[int, float]]:
+    """(step, loss) of every "step" event; a resumed run's repeated steps keep the latest value."""
+    points: dict[int, float] = {}
+    for event in events:
+        if event.get("event") == "step" and event.get("loss") is not None:
+            points[int(event["step"])] = float(event["loss"])
+    return sorted(points.items())
+
+
+def sample_videos(run_dir: Path) -> dict[int, list[Path]]:
+    """Validation videos by step, from samples/step_N/*.mp4."""
+    root = Path(run_dir) / SAMPLES_DIR
+    found: dict[int, list[Path]] = {}
+    if root.is_dir():
+        for folder in root.iterdir():
+            match = _STEP_FOLDER.match(folder.name)
+            if match and folder.is_dir():
+                videos = sorted(folder.glob("*.mp4"))
+                if videos:
+                    found[int(match.group(1))] = videos
+    return dict(sorted(found.items()))
+
+
+def read_pipeline_status(run_dir: Path) -> dict:
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str  # path relative to outputs/, forward slashes
+    path: Path
+    status: str  # finished, stopped, out_of_memory, running, incomplete, not_started
+    step: int
+    total_steps: int | None
+    can_resume: bool
+
+
+def run_status(run_dir: Path, active_run_dirs: set[Path]) -> tuple[str, int, int | None]:
+    """(status, last step, total steps) from the run's metrics.jsonl and the running jobs."""
+    events = read_jsonl(Path(run_dir) / METRICS_FILE)
+    step, total, status = 0, None, "not_started"
+    for event in events:
+        kind = event.get("event")
+        if kind == "train_start":
+            total, status = event.get("total_steps"), "incomplete"
+        elif kind == "step":
+            step, total = int(event.get("step", step)), event.get("total_steps", total)
+        elif kind == "train_end":
+            status, step = str(event.get("status", "finished")), int(event.get("step", step))
+    if Path(run_dir).resolve() in active_run_dirs:
+        status = "running"
+    return status, step, total
+
+
+def list_runs(outputs: Path, active_run_dirs: set[Path] | None = None) -> list[RunSummary]:
+    active = {Path(p).resolve() for p in (active_run_dirs or set())}
+    if not outputs.is_dir():
+        return []
+    folders = set()
+    for marker in (METRICS_FILE, CONFIG_FILE):
+        for file in outputs.rglob(marker):
+            relative = file.parent.relative_to(outputs)
+            if relative.parts and relative.parts[0] in _HIDDEN_OR_EXPORTS or "checkpoints" in relative.parts:
+                continue
+            folders.add(file.parent)
+    runs = []
+    for folder in sorted(folders):
+        status, step, total = run_status(folder, active)
+        resumable = (
+            status in ("stopped", "out_of_memory", "incomplete")
+            and (folder / CONFIG_FILE).is_file()
+            and any(folder.glob(CHECKPOINT_STATES))
+        )
+        runs.append(RunSummary(folder.relative_to(outputs).as_posix(), folder, status, step, total, resumable))
+    return runs
+
+
+def list_loras(outputs: Path) -> list[str]:
+    """LoRA files under outputs/ (relative paths), final ones before checkpoints; exports excluded."""
+    if not outputs.is_dir():
+        return []
+    found = []
+    for file in outputs.rglob("*.safetensors"):
+        relative = file.relative_to(outputs)
+        if relative.parts[0] in _HIDDEN_OR_EXPORTS or file.stem.endswith("_comfy"):
+            continue
+        if "lora" in file.name.lower():
+            found.append(relative.as_posix())
+    return sorted(found, key=lambda name: ("checkpoints/" in name, name))
+
+
+def comfy_export_path(exports_dir: Path, lora_relative: str) -> Path:
+    """A readable, unique file name in the export folder for a LoRA under outputs/."""
+    parts = [part for part in Path(lora_relative).parent.parts if part != "checkpoints"]
+    stem = "_".join(parts) if parts else Path(lora_relative).stem
+    return exports_dir / f"{stem}_comfy.safetensors"
+
+
+def progress_summary(events: list[dict]) -> dict:
+    """The latest state of a job from its JSON lines: stage progress, training step, errors."""
+    summary: dict = {"stage": None, "done": None, "total": None, "step": None, "total_steps": None,
+                     "loss": None, "eta_s": None, "error": None, "outputs": [], "videos": []}
+    for event in events:
+        kind = event.get("event")
+        if kind == "progress":
+            summary.update(stage=event.get("stage"), done=event.get("done"), total=event.get("total"))
+        elif kind == "pipeline":
+            summary["stage"] = event.get("stage")
+        elif kind == "step":
+            summary.update(stage="train", step=event.get("step"), total_steps=event.get("total_steps"),
+                           loss=event.get("loss"), eta_s=event.get("eta_s"))
+        elif kind == "validation":
+            summary["videos"].extend(event.get("videos") or [])
+        elif kind == "error":
+            summary["error"] = event.get("message")
+        elif kind == "export" and event.get("output"):
+            summary["outputs"].append(event["output"])
+    return summary

@@ -1,0 +1,99 @@
+"""Tab 3, 数据集与标注 / Dataset and captions: watch each clip, fix its caption, re-caption one.
+
+Captions are saved to the clip's .txt and captions.json together (the captioning stage reads
+the .txt first, so a hand edit is never overwritten by a re-run).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ltxtrainer.pipeline import PipelineError
+from ltxtrainer.ui import actions, tab_pipeline
+from ltxtrainer.ui.i18n import t
+from ltxtrainer.ui.workspace import (
+    UnsafePathError,
+    clip_path,
+    clips_folder,
+    list_clips,
+    read_caption,
+    save_caption,
+)
+
+_REFUSED = (PipelineError, UnsafePathError, FileNotFoundError, ValueError)
+
+
+def build(ui) -> None:
+    lang = ui.language
+    saved = ui.settings()
+    with gr.Row():
+        project = ui.tr(gr.Dropdown(tab_pipeline.project_choices(ui, lang), value=None, label=t("common.project", lang),
+                                    scale=4), label="common.project")
+        refresh = ui.tr(gr.Button(t("common.refresh", lang), scale=0), value="common.refresh")
+    folder = gr.Markdown()
+    with gr.Row():
+        with gr.Column(scale=1):
+            clip = ui.tr(gr.Dropdown([], label=t("ds.clip", lang)), label="ds.clip")
+            preview = ui.tr(gr.Video(label=t("ds.preview", lang), interactive=False, height=280), label="ds.preview")
+        with gr.Column(scale=1):
+            caption = ui.tr(gr.Textbox(label=t("ds.caption", lang), lines=8), label="ds.caption")
+            save = ui.tr(gr.Button(t("ds.save", lang), variant="primary"), value="ds.save")
+            captioner = ui.tr(gr.Dropdown(tab_pipeline.captioner_choices(lang), value=saved.get("captioner", "api"),
+                                          label=t("common.captioner", lang)),
+                              choices=tab_pipeline.captioner_choices, label="common.captioner")
+            api_base_url = ui.tr(gr.Textbox(saved.get("api_base_url", ""), label=t("common.api_base_url", lang)),
+                                 label="common.api_base_url")
+            api_model = ui.tr(gr.Textbox(saved.get("api_model", ""), label=t("common.api_model", lang)),
+                              label="common.api_model")
+            api_key = ui.tr(gr.Textbox("", type="password", label=t("common.api_key", lang),
+                                       info=t("common.api_key_info", lang)), label="common.api_key",
+                            info="common.api_key_info")
+            recaption = ui.tr(gr.Button(t("ds.recaption", lang)), value="ds.recaption")
+            message = gr.Markdown()
+
+    def show_project(name, lang):
+        if not name:
+            return "", gr.update(choices=[], value=None)
+        try:
+            clips = list_clips(ui.paths, name)
+            where = t("ds.folder", lang, path=clips_folder(ui.paths, name))
+        except _REFUSED as error:
+            return t("msg.refused", lang, error=error), gr.update(choices=[], value=None)
+        if not clips:
+            where += "  \n" + t("ds.no_clips", lang)
+        return where, gr.update(choices=clips, value=clips[0] if clips else None)
+
+    def show_clip(name, clip_name, lang):
+        if not name or not clip_name:
+            return None, ""
+        try:
+            return str(clip_path(ui.paths, name, clip_name)), read_caption(ui.paths, name, clip_name)
+        except _REFUSED as error:
+            return None, t("msg.refused", lang, error=error)
+
+    def save_text(name, clip_name, text, lang):
+        if not text or not text.strip():
+            return t("ds.empty_caption", lang)
+        try:
+            path = save_caption(ui.paths, name, clip_name, text)
+        except _REFUSED as error:
+            return t("msg.refused", lang, error=error)
+        return t("ds.saved", lang, path=path)
+
+    def recaption_clip(name, clip_name, captioner, api_base_url, api_model, api_key, lang):
+        if not name or not clip_name:
+            return t("msg.no_project", lang)
+        try:
+            job = actions.recaption_clip(ui.runner, ui.paths, name, clip_name, captioner, api_base_url, api_model,
+                                         api_key)
+        except _REFUSED as error:
+            return t("msg.refused", lang, error=error)
+        return t("msg.queued", lang, title=job.title)
+
+    refresh.click(lambda lang: gr.update(choices=tab_pipeline.project_choices(ui, lang)), inputs=ui.lang,
+                  outputs=project, api_name=False)
+    project.change(show_project, inputs=[project, ui.lang], outputs=[folder, clip], api_name="list_clips")
+    clip.change(show_clip, inputs=[project, clip, ui.lang], outputs=[preview, caption], api_name="show_clip")
+    save.click(save_text, inputs=[project, clip, caption, ui.lang], outputs=message, api_name="save_caption")
+    recaption.click(recaption_clip, inputs=[project, clip, captioner, api_base_url, api_model, api_key, ui.lang],
+                    outputs=message, api_name="recaption_clip")
