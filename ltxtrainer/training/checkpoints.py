@@ -67,7 +67,8 @@ def save_checkpoint(
     staging.mkdir(parents=True)
     try:
         if config.model.training_mode == "lora":
-            save_lora(transformer, config, staging / LORA_FILE)
+            # fp32 in checkpoints: a bf16 round trip would make the resumed run drift from an uninterrupted one.
+            save_lora(transformer, config, staging / LORA_FILE, dtype=torch.float32)
         else:
             transformer.save_pretrained(staging / FULL_MODEL_DIR, safe_serialization=True)
         rng = {"torch": torch.get_rng_state()}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.utils import set_seed
 from tqdm import tqdm
 
 from ltxtrainer import progress
@@ -169,6 +170,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
 
         validation_inputs = encode_validation_prompts(str(model_dir), validation)
 
+    set_seed(config.seed)  # the adapter's random initialisation, identical on every rank and every run
     transformer = prepare_transformer(transformer, config, device)
     optimizer = build_optimizer(trainable_parameters(transformer), config, device)
     lr_scheduler = build_lr_scheduler(optimizer, config)
