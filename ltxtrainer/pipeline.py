@@ -500,17 +500,50 @@ def error_paragraph(lines: list[str]) -> str:
     return "\n".join(paragraph[-20:]).strip()
 
 
-_current_child: subprocess.Popen | None = None
+class _StopForwarder:
+    """Ctrl+C, the GUI's Stop or SIGTERM stops the pipeline: the running stage stops (the trainer
+    saves a checkpoint and exits 130) and no further stage starts.
+
+    Stages stay in our process group, so a terminal's Ctrl+C, the GUI's group-wide SIGINT /
+    CTRL_BREAK_EVENT and its final SIGKILL reach them directly; forwarding those as well would
+    deliver them twice, and the trainer takes a second signal as "kill now". SIGTERM is forwarded
+    on POSIX because it usually targets one process (`kill PID`, `docker stop`); Windows has no
+    catchable SIGTERM from outside.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.child: subprocess.Popen | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        child = self.child
+        if signum == getattr(signal, "SIGTERM", None) and os.name != "nt" and child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    def __enter__(self) -> _StopForwarder:
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+                signum = getattr(signal, name, None)
+                if signum is not None:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
-def run_stage_process(stage: str, arguments: list[str], env: dict[str, str], redact: _Redactor) -> StageResult:
+def run_stage_process(
+    stage: str, arguments: list[str], env: dict[str, str], redact: _Redactor, stop: _StopForwarder
+) -> StageResult:
     """Run `scripts/<stage script> arguments...` with our interpreter, streaming its output through."""
-    global _current_child
     command = [sys.executable, str(SCRIPTS_DIR / STAGE_SCRIPTS[stage]), *arguments]
     child = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO_ROOT
     )
-    _current_child = child
+    stop.child = child
     errors: list[str] = []
     tail: deque[str] = deque(maxlen=200)
     readers = [
@@ -522,7 +555,7 @@ def run_stage_process(stage: str, arguments: list[str], env: dict[str, str], red
     try:
         returncode = child.wait()
     finally:
-        _current_child = None
+        stop.child = None
     for reader in readers:
         reader.join()
     return StageResult(returncode, errors[-1] if errors else None, list(tail))
@@ -534,29 +567,6 @@ def _child_environment(options: PipelineOptions) -> dict[str, str]:
     if options.api_key:
         env[options.api_key_env] = options.api_key
     return env
-
-
-@dataclass
-class _StopForwarder:
-    """SIGTERM/SIGBREAK from the GUI reaches the running stage, which saves a checkpoint and exits 130."""
-
-    previous: dict = field(default_factory=dict)
-
-    def _forward(self, signum, frame) -> None:
-        child = _current_child
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
-
-    def __enter__(self) -> _StopForwarder:
-        for name in ("SIGTERM", "SIGBREAK"):
-            signum = getattr(signal, name, None)
-            if signum is not None and threading.current_thread() is threading.main_thread():
-                self.previous[signum] = signal.signal(signum, self._forward)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
 
 
 # --- the stages ------------------------------------------------------------------------------------
@@ -747,9 +757,11 @@ def run_pipeline(options: PipelineOptions) -> int:
     status = _Status(options, paths, requested)
     say(f"Pipeline for {options.project!r}: {', '.join(requested)}; run folder {paths.run_dir}")
 
-    with _StopForwarder():
+    with _StopForwarder() as stop:
         for stage in requested:
             started = _now()
+            if stop.requested:
+                return _fail(status, stage, "stopped by the user before this stage started", EXIT_STOPPED)
             plan = _plan_stage(stage, options, paths, config)
             config = plan.config or config
             old = status.previous_done(stage)
@@ -770,11 +782,11 @@ def run_pipeline(options: PipelineOptions) -> int:
             if stage == "train":
                 save_config(config, paths.config_file)
             status.update(stage, status="running", started_at=started, message=f"running {STAGE_SCRIPTS[stage]}")
-            result = run_stage_process(stage, plan.arguments, env, redact)
+            result = run_stage_process(stage, plan.arguments, env, redact, stop)
             if result.returncode != 0:
                 message = redact(result.error_event or error_paragraph(result.stderr_lines)
                                  or f"{STAGE_SCRIPTS[stage]} exited with code {result.returncode}")
-                stopped = result.returncode == EXIT_STOPPED
+                stopped = stop.requested or result.returncode == EXIT_STOPPED
                 if stopped:
                     message = f"stopped by the user; run the pipeline again to continue. {message}"
                 status.update(stage, status="failed", finished_at=_now(), message=message,

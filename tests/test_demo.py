@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from safetensors import safe_open
 from ltxtrainer.config import load_config
 from ltxtrainer.demo import DEMO_TRIGGER, demo_options
 from ltxtrainer.media import find_videos, probe_video
-from ltxtrainer.pipeline import EXIT_FAILED, EXIT_OK, project_paths, run_pipeline
+from ltxtrainer.pipeline import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, project_paths, run_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["split", "caption", "preprocess", "train", "export"]
@@ -128,3 +129,34 @@ def test_more_steps_continue_the_finished_run_from_its_checkpoint(demo, capfd):
     assert [event["step"] for event in events if event["event"] == "step"] == [finished + 1, finished + 2]
     status = json.loads(paths.status_file.read_text(encoding="utf-8"))
     assert status["stages"]["export"]["status"] == "done"  # a new LoRA file means a new ComfyUI export
+
+
+def test_stop_during_training_saves_a_checkpoint_and_reports_stopped(demo):
+    """What the GUI's Stop (or `kill PID`) does: the trainer stops cleanly, the pipeline exits 130."""
+    paths, root = demo["paths"], demo["root"]
+    command = [
+        sys.executable, "scripts/run_pipeline.py", DEMO_TRIGGER, "--resolution", "64x64", "--frames", "9",
+        "--steps", "train", "--config-template", "tiny", "--captioner", "demo",
+        "--model-path", str(root / "models" / "tiny-ltxv"), "--train-date-dir", str(root / "train_date"),
+        "--work-dir", str(root / "datasets"), "--outputs-dir", str(root / "outputs"),
+        "--set", "optimization.steps=100000", "--set", "validation.interval=null",
+    ]
+    child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, encoding="utf-8")
+    stopped_after = None
+    for line in child.stdout:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "step":
+            stopped_after = event["step"]
+            child.send_signal(signal.SIGTERM)
+            break
+    child.stdout.read()
+    assert child.wait(timeout=300) == EXIT_STOPPED
+    assert stopped_after is not None
+    status = json.loads(paths.status_file.read_text(encoding="utf-8"))
+    assert status["state"] == "stopped"
+    assert status["stages"]["train"]["status"] == "failed"
+    assert "stopped by the user" in status["stages"]["train"]["message"]
+    assert status["stages"]["export"]["status"] == "pending"
+    step_of_checkpoint = int(Path(status["stages"]["train"]["artefacts"]["checkpoint"]).name.split("_")[1])
+    assert step_of_checkpoint >= stopped_after
