@@ -201,12 +201,6 @@ def test_hugging_face_cache_folder_resolves_to_the_snapshot_refs_main_names(
     assert load_transformer(repo_dir).config.num_layers == TRANSFORMER_CONFIG["num_layers"]
 
 
-@pytest.mark.xfail(
-    os.sep == "/",
-    strict=True,
-    reason="folder.resolve_model_path returns a repo id as a relative path when os.sep is '/' "
-    "(the `os.sep in source` test runs before the cache lookup); remove this marker once fixed",
-)
 def test_repo_id_in_the_hugging_face_cache_resolves(
     hf_cache: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ DOWNLOAD_HINT = (
     "or Lightricks/LTX-Video-0.9.7-dev in diffusers layout) and put its folders "
     "transformer/, vae/, text_encoder/, tokenizer/, scheduler/ and model_index.json under {where}."
 )
+
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 # component -> (config file, kind of weights)
 COMPONENTS: dict[str, tuple[str, str]] = {
@@ -75,10 +78,13 @@ def resolve_model_path(source: str | os.PathLike | None) -> Path:
     path = Path(str(source)).expanduser()
     if path.name.startswith("models--") and path.is_dir():
         return _hf_cache_snapshot(path) or path
-    if path.exists() or os.sep in str(source) or str(source).startswith("."):
+    if path.exists():
         return path
-    if str(source).count("/") == 1:
-        cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    if _REPO_ID.match(str(source)):
+        cache = Path(
+            os.environ.get("HF_HUB_CACHE")
+            or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+        )
         repo_dir = cache / ("models--" + str(source).replace("/", "--"))
         snapshot = _hf_cache_snapshot(repo_dir) if repo_dir.is_dir() else None
         if snapshot is not None:

@@ -150,12 +150,14 @@ def save_tiny_model(path: str | Path, seed: int = 0, overwrite: bool = False) ->
     """Write a tiny model folder laid out like LTX-Video-0.9.7-diffusers; return its path.
 
     The transformer is saved in several shards with an index, so the shard checks run on it.
-    An existing complete folder is kept unless `overwrite` is set.
+    An existing complete folder is kept unless `overwrite` is set; a broken one is rebuilt.
     """
     from diffusers import LTXPipeline
 
+    from ltxtrainer.models.folder import check_model_folder
+
     path = Path(path)
-    if (path / "model_index.json").is_file() and not overwrite:
+    if not overwrite and check_model_folder(path).ok:
         return path
     staging = path.with_name(path.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
