@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from ltxtrainer.atomic import write_text_atomic
+from ltxtrainer.captioning.backends import BACKENDS, DEFAULT_API_KEY_ENV
 from ltxtrainer.captioning.base import TRIGGER_WORD_PATTERN
 from ltxtrainer.config import (
     ConfigError,
@@ -73,7 +74,7 @@ TEMPLATES = {
     "2b": "ltx_2b_lora_template.yaml",
     "tiny": "tiny_demo.yaml",
 }
-CAPTIONERS = ("llava", "qwen", "api", "files", "demo")
+CAPTIONERS = BACKENDS
 STATUS_FILE = "pipeline_status.json"
 CONFIG_FILE = "training_config.yaml"  # the name scripts/train.py also writes into its output_dir
 LORA_FILE = "lora_weights.safetensors"
@@ -112,7 +113,7 @@ class PipelineOptions:
     captioner: str = "api"
     api_base_url: str | None = None
     api_model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str = DEFAULT_API_KEY_ENV
     api_key: str | None = field(default=None, repr=False)  # from the GUI; only ever put in the child's env
     caption_model_path: Path | None = None
     captions_from: Path | None = None

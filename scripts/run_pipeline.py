@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
+from ltxtrainer.captioning.backends import DEFAULT_API_KEY_ENV  # noqa: E402
 from ltxtrainer.pipeline import (  # noqa: E402
     CAPTIONERS,
     EXIT_USAGE,
@@ -53,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--captioner", choices=CAPTIONERS, default="api", help="caption backend (default api)")
     parser.add_argument("--api-base-url", help="OpenAI-compatible server, e.g. https://api.moonshot.cn/v1")
     parser.add_argument("--api-model", help="vision model name on that server")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                        help="environment variable holding the API key (default OPENAI_API_KEY); never the key itself")
+    parser.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV,
+                        help=f"environment variable holding the API key (default {DEFAULT_API_KEY_ENV}); never the key itself")
     parser.add_argument("--caption-model-path", type=Path, help="llava/qwen: local captioning model folder")
     parser.add_argument("--captions-from", type=Path, help="files captioner: a .csv/.json/.jsonl table or .txt folder")
     parser.add_argument("--model-path", type=Path, help="LTX-Video diffusers folder (default: the template's model_source)")
