@@ -1,0 +1,545 @@
+"""Training-step benchmark: our step against the plain diffusers + peft step, on random inputs.
+
+Both sides build the transformer from the real config numbers with random weights (on the `meta`
+device first, then filled in place, so 13B costs seconds, not minutes) and train on random
+latents and prompt embeddings. "Ours" is the trainer's own setup and step (`prepare_transformer`,
+`build_optimizer`, accelerate's mixed precision, `_training_loss`); "plain" is what a first
+script would do (peft `add_adapter`, fp32 adapter, `torch.optim.AdamW()` defaults). The memory
+options the user chose (quantization, gradient checkpointing, block offload) apply to both
+sides, because they change what fits rather than how fast it is; every report carries
+ours/plain so a change that slows our step shows at once.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ltxtrainer import progress
+from ltxtrainer.config import TrainerConfig, config_from_dict
+from ltxtrainer.memory import MODEL_SHAPES, PROMPT_TOKENS, estimate_memory
+from ltxtrainer.models import ltx_video
+
+PROMPT_VALID_TOKENS = 48  # a typical caption; the rest is padding with a False mask
+FPS = 25.0
+
+# Above this many parameters a CPU run needs tens of GB and hours per step.
+CPU_PARAMETER_LIMIT = 5e9
+
+
+class BenchmarkRefused(ValueError):
+    """The benchmark cannot run as asked; the message is one paragraph for the user."""
+
+
+@dataclass
+class BenchmarkOptions:
+    model: str = "tiny"
+    width: int = 256
+    height: int = 256
+    frames: int = 25
+    batch_size: int = 1
+    rank: int = 64
+    quantization: str = "none"
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "bf16"
+    compile: bool = False
+    attention_backend: str | None = None
+    block_offload: bool = False
+    steps: int = 5
+    warmup: int = 2
+    skip_plain: bool = False
+    allow_cpu_large: bool = False
+    device: str | None = None  # default: cuda if available, else cpu
+
+
+def parse_resolution(text: str) -> tuple[int, int, int]:
+    """'768x512x49' -> (768, 512, 49), checked against the VAE's rules."""
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+        raise BenchmarkRefused(f"--resolution must look like 768x512x49 (width x height x frames), got {text!r}.")
+    width, height, frames = (int(part) for part in parts)
+    if width <= 0 or height <= 0 or width % 32 or height % 32:
+        raise BenchmarkRefused(f"Width and height must be positive multiples of 32, got {width}x{height}.")
+    if frames < 1 or (frames - 1) % 8:
+        raise BenchmarkRefused(f"Frames must be 8k+1 (1, 9, 17, 25, 49, ...), got {frames}.")
+    return width, height, frames
+
+
+def transformer_shape(model: str) -> dict:
+    if model not in MODEL_SHAPES:
+        raise BenchmarkRefused(f"--model must be one of {', '.join(MODEL_SHAPES)}, got {model!r}.")
+    return dict(MODEL_SHAPES[model])
+
+
+def model_flops_per_step(shape: dict, tokens: int, batch_size: int = 1, prompt_tokens: int = PROMPT_TOKENS) -> float:
+    """Model FLOPs of one LoRA training step (FIELD_NOTES §4), hardware recomputation not counted.
+
+    Video part: 4·N_v·T + 12·T²·d·L with N_v = 14·d²·L (forward 2 + input-gradient 2 per weight;
+    frozen weights skip their weight-gradient matmul; attention needs its full backward). The text
+    cross-attention adds 4·2·d·c·L·S for the frozen key/value projections of the S prompt tokens
+    and 12·T·S·d·L for the scores. The FIELD_NOTES figures (13B 768x768x49 = 2.22e14, 2B 768x512x49
+    = 2.30e13) include that text part: without it 2B would be 2.26e13.
+    """
+    layers = shape["num_layers"]
+    width = shape["num_attention_heads"] * shape["attention_head_dim"]
+    text_width = shape["cross_attention_dim"]
+    video_weights = 14 * width * width * layers
+    video = 4 * video_weights * tokens + 12 * tokens * tokens * width * layers
+    text = 4 * 2 * width * text_width * layers * prompt_tokens + 12 * tokens * prompt_tokens * width * layers
+    return float(batch_size * (video + text))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _init_random_(module: torch.nn.Module, seed: int) -> None:
+    """Cheap, well-scaled random weights: normal(0, 0.02) matrices, zero biases, unit norm scales."""
+    generator = torch.Generator(device=next(module.parameters()).device).manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if parameter.ndim >= 2:
+                parameter.normal_(0.0, 0.02, generator=generator)
+            elif name.endswith("bias"):
+                parameter.zero_()
+            else:
+                parameter.fill_(1.0)
+
+
+def build_random_transformer(shape: dict, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    """An LTX-Video transformer of `shape` with random weights, built without a CPU-side init pass.
+
+    The default dtype is switched while building on `meta` (rather than `.to(dtype)` afterwards),
+    which creates the parameters in `dtype` directly and avoids diffusers' cast warning.
+    """
+    from diffusers import LTXVideoTransformer3DModel
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            transformer = LTXVideoTransformer3DModel(**shape)
+    finally:
+        torch.set_default_dtype(previous)
+    transformer = transformer.to_empty(device=device)
+    _init_random_(transformer, seed)
+    return transformer
+
+
+def random_batch(shape: dict, width: int, height: int, frames: int, batch_size: int, seed: int = 0) -> dict:
+    """A batch as the trainer's DataLoader yields it: CPU tensors, fp32 latents and embeddings."""
+    generator = torch.Generator().manual_seed(seed)
+    latent_frames, latent_height, latent_width = ltx_video.latent_size(width, height, frames)
+    tokens = latent_frames * latent_height * latent_width
+    mask = torch.zeros(batch_size, PROMPT_TOKENS, dtype=torch.bool)
+    mask[:, :PROMPT_VALID_TOKENS] = True
+    return {
+        "latents": torch.randn(batch_size, tokens, shape["in_channels"], generator=generator),
+        "prompt_embeds": torch.randn(batch_size, PROMPT_TOKENS, shape["caption_channels"], generator=generator),
+        "prompt_attention_mask": mask,
+        "num_frames": latent_frames,
+        "height": latent_height,
+        "width": latent_width,
+        "fps": FPS,
+    }
+
+
+def trainer_config(options: BenchmarkOptions) -> TrainerConfig:
+    """The TrainerConfig a user would write for these options (everything else at our defaults)."""
+    return config_from_dict({
+        "model": {"model_source": "(benchmark: random weights)", "training_mode": "lora"},
+        "lora": {"rank": options.rank, "alpha": options.rank},
+        "optimization": {
+            "batch_size": options.batch_size,
+            "enable_gradient_checkpointing": options.gradient_checkpointing,
+            "steps": max(1, options.steps + options.warmup),
+        },
+        "acceleration": {
+            "mixed_precision_mode": options.mixed_precision,
+            "quantization": options.quantization,
+            "compile_with_inductor": options.compile,
+            "block_offload": options.block_offload,
+        },
+        "data": {"preprocessed_data_root": "(benchmark: random latents)"},
+        "validation": {"interval": None},
+    })
+
+
+# ---- memory measurement -------------------------------------------------------------------------
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return _max_rss_bytes()
+
+
+def _max_rss_bytes() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def _reset_peak(device: torch.device) -> bool:
+    """Start a new peak window; False where the OS keeps one high-water mark for the whole process."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:  # Linux: writing 5 resets the process's peak RSS (VmHWM, which ru_maxrss reports)
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _PeakMeter:
+    """Peak memory of one side: GPU max_memory_allocated, or on CPU the RSS growth above the
+    process's footprint before that side built its model (so imports and the other side's freed
+    memory are not counted)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.exact = _reset_peak(device)
+        self.baseline = 0 if device.type == "cuda" else _rss_bytes()
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return max(0, _max_rss_bytes() - self.baseline)
+
+
+# ---- the two steps ------------------------------------------------------------------------------
+
+@dataclass
+class _Side:
+    """One way of training, built and ready: `step(index)` runs one optimizer step."""
+
+    label: str
+    step: Callable[[int], None]
+    device: torch.device
+    times_s: list[float]
+    peak_memory_bytes: int = 0
+
+    def timed_step(self, index: int) -> float:
+        started = time.perf_counter()
+        self.step(index)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - started
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times_s)
+
+
+def _apply_attention_backend(transformer, name: str | None) -> None:
+    if not name:
+        return
+    try:
+        transformer.set_attention_backend(name)
+    except (ValueError, RuntimeError, ImportError) as error:
+        raise BenchmarkRefused(f"Attention backend {name!r} is not usable here: {error}") from None
+
+
+def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torch.device) -> Callable[[int], None]:
+    """The trainer's own setup and loop body (trainer.run_training), one micro-step per step."""
+    from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
+    from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
+    from ltxtrainer.training.trainer import _make_accelerator, _training_loss
+
+    config = trainer_config(options)
+    accelerator = _make_accelerator(config)
+    build_device = torch.device("cpu") if options.block_offload else device
+    transformer = build_random_transformer(shape, weight_dtype(config, device), build_device)
+    transformer = prepare_transformer(transformer, config, device)
+    _apply_attention_backend(transformer, options.attention_backend)
+    optimizer = build_optimizer(trainable_parameters(transformer), config, device)
+    lr_scheduler = build_lr_scheduler(optimizer, config)
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    max_grad_norm = config.optimization.max_grad_norm
+
+    def step(index: int) -> None:
+        loss = _training_loss(model, batch, config, index, accelerator.process_index, device)
+        accelerator.backward(loss)
+        loss.detach().float().item()  # the trainer logs every step's loss
+        if max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def build_plain(options: BenchmarkOptions, shape: dict, batch: dict, device: torch.device) -> Callable[[int], None]:
+    """A first script's step: diffusers model + peft add_adapter + AdamW() defaults, no autocast."""
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    from ltxtrainer.training.flow_matching import noisy_inputs
+    from ltxtrainer.training.model_setup import quantize_transformer
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(options.mixed_precision, torch.float32)
+    if dtype == torch.float16 and device.type != "cuda":
+        dtype = torch.float32  # the trainer falls back the same way
+    build_device = torch.device("cpu") if options.block_offload else device
+    transformer = build_random_transformer(shape, dtype, build_device)
+    if options.quantization not in (None, "none"):
+        quantize_transformer(transformer, options.quantization)
+    transformer.requires_grad_(False)
+    transformer.add_adapter(LoraConfig(
+        r=options.rank, lora_alpha=options.rank, target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+        init_lora_weights=True,
+    ))
+    cast_training_params(transformer, dtype=torch.float32)
+    if options.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    if options.block_offload and device.type == "cuda":
+        transformer.enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1)
+    else:
+        transformer.to(device)
+    transformer.train()
+    parameters = [parameter for parameter in transformer.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(parameters)
+    generator = torch.Generator().manual_seed(0)
+
+    def step(index: int) -> None:
+        latents = batch["latents"]
+        sigmas = torch.rand(latents.shape[0], generator=generator)
+        noise = torch.randn(latents.shape, generator=generator)
+        noisy, timesteps, target, _ = noisy_inputs(latents, noise, sigmas, 0)
+        prediction = transformer(
+            hidden_states=noisy.to(device, dtype),
+            encoder_hidden_states=batch["prompt_embeds"].to(device, dtype),
+            timestep=timesteps.to(device),
+            encoder_attention_mask=batch["prompt_attention_mask"].to(device),
+            num_frames=batch["num_frames"], height=batch["height"], width=batch["width"],
+            rope_interpolation_scale=ltx_video.rope_interpolation_scale(batch["fps"]),
+            return_dict=False,
+        )[0]
+        loss = torch.nn.functional.mse_loss(prediction.float(), target.to(device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+def _warm_up(label: str, build: Callable[[], Callable[[int], None]], warmup: int, device: torch.device) -> _Side:
+    """Build one side and run its warm-up steps; its peak memory is taken over exactly that."""
+    meter = _PeakMeter(device)
+    side = _Side(label, build(), device, [])
+    for index in range(warmup):
+        elapsed = side.timed_step(index)
+        progress.say(f"  {label}: warm-up step {index + 1}/{warmup}: {elapsed:.3f} s")
+    if warmup == 0:
+        side.timed_step(0)  # memory needs one step even when none is discarded for timing
+    side.peak_memory_bytes = meter.peak()
+    return side
+
+
+def _time(sides: list[_Side], steps: int, warmup: int) -> None:
+    for index in range(warmup, warmup + steps):
+        for side in sides:
+            elapsed = side.timed_step(index)
+            side.times_s.append(elapsed)
+            progress.say(f"  {side.label}: timed step {index - warmup + 1}/{steps}: {elapsed:.3f} s")
+
+
+def time_sides(options: BenchmarkOptions, shape: dict, batch: dict, device: torch.device) -> list[_Side]:
+    """Ours, then plain. On a CPU both stay built and their timed steps alternate, so load from
+    other processes on a shared machine hits both alike; on a GPU (exclusive, and 13B twice would
+    not fit) each side is timed and freed before the next is built."""
+    builders = [("ours", lambda: build_ours(options, shape, batch, device))]
+    if not options.skip_plain:
+        builders.append(("plain", lambda: build_plain(options, shape, batch, device)))
+    interleave = device.type == "cpu"
+    sides: list[_Side] = []
+    for label, build in builders:
+        side = _warm_up(label, build, options.warmup, device)
+        if not interleave:
+            _time([side], options.steps, options.warmup)
+            side.step = _done  # drop the model, optimizer and accelerator the closure holds
+            gc.collect()
+        sides.append(side)
+    if interleave:
+        _time(sides, options.steps, options.warmup)
+    return sides
+
+
+def _done(index: int) -> None:
+    raise RuntimeError("this side was freed after timing")
+
+
+# ---- device peak --------------------------------------------------------------------------------
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype, seconds: float = 0.5) -> float:
+    """FLOP/s of a large square matmul in `dtype` on this device right now."""
+    size = 8192 if device.type == "cuda" else 2048
+    left = torch.randn(size, size, device=device, dtype=dtype)
+    right = torch.randn(size, size, device=device, dtype=dtype)
+    torch.matmul(left, right)  # first call: library and kernel selection
+    runs = 0
+    started = time.perf_counter()
+    while True:
+        torch.matmul(left, right)
+        runs += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds and runs >= 3:
+            break
+    return 2.0 * size**3 * runs / elapsed
+
+
+def device_peak_flops(device: torch.device, mixed_precision: str) -> tuple[float, str]:
+    """The peak MFU is measured against: bf16 matmul on a GPU; on a CPU fp32, or bf16 when the run
+    computes in bf16 and the CPU does that faster (AVX512-BF16/AMX), so MFU stays below 100%."""
+    if device.type == "cuda":
+        return measure_peak_flops(device, torch.bfloat16), "bfloat16"
+    peak, name = measure_peak_flops(device, torch.float32), "float32"
+    if mixed_precision == "bf16":
+        bf16 = measure_peak_flops(device, torch.bfloat16)
+        if bf16 > peak:
+            peak, name = bf16, "bfloat16"
+    return peak, name
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+# ---- the whole benchmark ------------------------------------------------------------------------
+
+def check_feasible(options: BenchmarkOptions, shape: dict, device: torch.device) -> None:
+    parameters = estimate_parameter_count(shape)
+    if device.type == "cpu" and parameters > CPU_PARAMETER_LIMIT and not options.allow_cpu_large:
+        raise BenchmarkRefused(
+            f"The {options.model.upper()} transformer has {parameters / 1e9:.1f} B parameters; on this CPU-only "
+            "machine one training step would need 50+ GB of memory and hours of compute. Run it on a GPU, "
+            "or try --model 2b with a small --resolution such as 256x256x9 (add --allow-cpu-large to force it)."
+        )
+    if options.steps < 1 or options.warmup < 0:
+        raise BenchmarkRefused("--steps must be at least 1 and --warmup at least 0.")
+
+
+def estimate_parameter_count(shape: dict) -> int:
+    from diffusers import LTXVideoTransformer3DModel
+
+    with torch.device("meta"):
+        transformer = LTXVideoTransformer3DModel(**shape)
+    return sum(parameter.numel() for parameter in transformer.parameters())
+
+
+def run_benchmark(options: BenchmarkOptions) -> dict:
+    """Time our step (and the plain one unless skipped); returns the report as a flat dict."""
+    shape = transformer_shape(options.model)
+    device = torch.device(options.device) if options.device else default_device()
+    check_feasible(options, shape, device)
+    tokens = ltx_video.token_count(options.width, options.height, options.frames)
+    batch = random_batch(shape, options.width, options.height, options.frames, options.batch_size)
+    progress.say(
+        f"Benchmarking {options.model} at {options.width}x{options.height}x{options.frames} "
+        f"({tokens} tokens x batch {options.batch_size}) on {device}."
+    )
+    peak_flops, peak_dtype = device_peak_flops(device, options.mixed_precision)
+    sides = time_sides(options, shape, batch, device)
+    ours, plain = sides[0], (sides[1] if len(sides) > 1 else None)
+    flops = model_flops_per_step(shape, tokens, options.batch_size)
+    estimate = estimate_memory(
+        trainer_config(options), options.width, options.height, options.frames, shape,
+        batch_size=options.batch_size, device_type=device.type, vae_resident=False,
+    )
+    report = {
+        "step_time_s": round(ours.median_s, 6),
+        "plain_step_time_s": round(plain.median_s, 6) if plain else None,
+        "ours_over_plain": round(ours.median_s / plain.median_s, 4) if plain else None,
+        "tokens_per_s": round(tokens * options.batch_size / ours.median_s, 2),
+        "model_flops_per_step": flops,
+        "mfu": round(flops / ours.median_s / peak_flops, 5),
+        "plain_mfu": round(flops / plain.median_s / peak_flops, 5) if plain else None,
+        "peak_memory_bytes": ours.peak_memory_bytes,
+        "plain_peak_memory_bytes": plain.peak_memory_bytes if plain else None,
+        "estimated_memory_bytes": estimate.total_bytes,
+        "estimate_error": round(estimate.total_bytes / ours.peak_memory_bytes - 1, 4) if ours.peak_memory_bytes else None,
+        "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process RSS growth",
+        "device_peak_flops": peak_flops,
+        "device_peak_dtype": peak_dtype,
+        "device": describe_device(device),
+        "tokens_per_sample": tokens,
+        "step_times_s": [round(value, 6) for value in ours.times_s],
+        "plain_step_times_s": [round(value, 6) for value in plain.times_s] if plain else None,
+        "torch": torch.__version__,
+        **{key: value for key, value in asdict(options).items() if key != "device"},
+    }
+    return report
+
+
+def options_from_args(args) -> BenchmarkOptions:
+    width, height, frames = parse_resolution(args.resolution)
+    return BenchmarkOptions(
+        model=args.model, width=width, height=height, frames=frames, batch_size=args.batch_size, rank=args.rank,
+        quantization=args.quantization, gradient_checkpointing=args.gradient_checkpointing,
+        mixed_precision=args.mixed_precision, compile=args.compile, attention_backend=args.attention_backend,
+        block_offload=args.block_offload, steps=args.steps, warmup=args.warmup, skip_plain=args.skip_plain,
+        allow_cpu_large=args.allow_cpu_large, device=args.device,
+    )
+
+
+def report_table(report: dict):
+    """A rich Table of the report for people."""
+    from rich.table import Table
+
+    def gib(value) -> str:
+        return "—" if value is None else f"{value / 2**30:.2f} GiB"
+
+    def seconds(value) -> str:
+        return "—" if value is None else f"{value:.3f} s"
+
+    def percent(value) -> str:
+        return "—" if value is None else f"{100 * value:.2f} %"
+
+    title = (
+        f"LTX-Video {report['model']} LoRA r{report['rank']} {report['width']}x{report['height']}x{report['frames']}"
+        f" batch {report['batch_size']} on {report['device']}"
+    )
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("ours", justify="right")
+    table.add_column("plain", justify="right")
+    plain_tokens = (
+        report["tokens_per_sample"] * report["batch_size"] / report["plain_step_time_s"]
+        if report["plain_step_time_s"] else None
+    )
+    table.add_row("median step", seconds(report["step_time_s"]), seconds(report["plain_step_time_s"]))
+    table.add_row("tokens/s", f"{report['tokens_per_s']:.1f}", "—" if plain_tokens is None else f"{plain_tokens:.1f}")
+    table.add_row("MFU", percent(report["mfu"]), percent(report["plain_mfu"]))
+    table.add_row(
+        f"peak memory ({report['peak_memory_kind']})",
+        gib(report["peak_memory_bytes"]), gib(report["plain_peak_memory_bytes"]),
+    )
+    table.add_row("estimated memory (ltxtrainer.memory)", gib(report["estimated_memory_bytes"]), "")
+    ratio = report["ours_over_plain"]
+    table.add_row("ours / plain time", "—" if ratio is None else f"{ratio:.3f}", "")
+    table.caption = (
+        f"model FLOPs/step {report['model_flops_per_step']:.3e}; device peak {report['device_peak_flops']:.3e} "
+        f"FLOP/s ({report['device_peak_dtype']} matmul); quantization {report['quantization']}, "
+        f"checkpointing {report['gradient_checkpointing']}, mixed precision {report['mixed_precision']}, "
+        f"compile {report['compile']}"
+    )
+    return table
