@@ -98,7 +98,9 @@ class DataConfig(Section):
 class ValidationConfig(Section):
     prompts: list[str] = Field(default_factory=list)
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    images: list[str] | None = Field(default=None, description="First-frame images for image-to-video, one per prompt.")
+    images: list[str | None] | None = Field(
+        default=None, description="First-frame images for image-to-video, one per prompt (null for text-only)."
+    )
     reference_videos: list[str] | None = None
     video_dims: tuple[int, int, int] = Field(default=(704, 480, 161), description="Width, height, frames.")
     seed: int = 42

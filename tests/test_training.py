@@ -257,3 +257,58 @@ def test_training_inputs_match_what_the_pipeline_feeds_the_transformer(tiny_mode
     for key in ("num_frames", "height", "width"):
         assert training[key] == inference[key]
     assert tuple(training["rope_interpolation_scale"]) == pytest.approx(tuple(inference["rope_interpolation_scale"]))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"acceleration.mixed_precision_mode": "bf16"},
+        {"optimization.optimizer_type": "adamw8bit"},
+        {"optimization.enable_gradient_checkpointing": True, "optimization.scheduler_type": "cosine"},
+        {"acceleration.quantization": "fp8-quanto", "optimization.scheduler_params": {"warmup_steps": 1}},
+    ],
+    ids=["bf16", "adamw8bit", "checkpointing", "fp8-quanto"],
+)
+def test_memory_and_precision_options_train(tiny_model_dir, one_clip, tmp_path, options):
+    """Several runs in one process with different settings (accelerate keeps per-process state)."""
+    result = train(tiny_model_dir, one_clip, tmp_path / "run", **{"optimization.steps": 3, **options})
+    assert result.final_step == 3
+    losses = step_losses(tmp_path / "run")
+    assert len(losses) == 3 and all(loss == loss and loss < 100 for loss in losses)
+
+
+def test_a_reference_trainer_config_trains_unchanged_but_for_paths(tiny_model_dir, one_clip, tmp_path):
+    from tests.test_config import REFERENCE_SPRING_2025
+
+    data = yaml.safe_load(REFERENCE_SPRING_2025)
+    data["model"]["model_source"] = str(tiny_model_dir)
+    data["data"]["preprocessed_data_root"] = str(one_clip / ".precomputed")  # its .precomputed form
+    data["output_dir"] = str(tmp_path / "run")
+    data["optimization"]["steps"] = 2
+    data["validation"]["interval"] = None
+    data["acceleration"]["load_text_encoder_in_8bit"] = False  # bitsandbytes 8-bit loading needs CUDA
+    result = run_training(config_from_dict(data))
+    assert result.final_step == 2 and result.lora_path.is_file()
+
+
+def test_validation_renders_text_and_image_to_video_samples(tiny_model_dir, one_clip, tmp_path):
+    from PIL import Image
+
+    from ltxtrainer.media import probe_video
+
+    image = tmp_path / "第一帧 image.png"
+    Image.new("RGB", (80, 48), (200, 30, 30)).save(image)
+    train(
+        tiny_model_dir, one_clip, tmp_path / "run",
+        **{
+            "optimization.steps": 2, "validation.interval": 2, "validation.prompts": ["a red square", "a red square moves"],
+            "validation.images": [None, str(image)], "validation.video_dims": [64, 32, 9],
+            "validation.inference_steps": 2, "validation.videos_per_prompt": 2,
+        },
+    )
+    videos = sorted((tmp_path / "run" / "samples" / "step_000002").glob("*.mp4"))
+    assert [v.name for v in videos] == ["prompt_00_00.mp4", "prompt_00_01.mp4", "prompt_01_00.mp4", "prompt_01_01.mp4"]
+    info = probe_video(videos[-1])
+    assert (info.width, info.height, info.num_frames) == (64, 32, 9)
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert any(e["event"] == "validation" and e["step"] == 2 for e in events)

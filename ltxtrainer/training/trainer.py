@@ -111,7 +111,11 @@ class _BatchIndices:
 
 def _make_accelerator(config: TrainerConfig):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    # accelerate keeps one AcceleratorState per process and refuses a second run with another
+    # mixed-precision mode (accelerate 1.15); the distributed PartialState is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     mixed = config.acceleration.mixed_precision_mode or "no"
     if mixed == "fp16" and not torch.cuda.is_available():
         progress.say("fp16 mixed precision needs a GPU; training in full precision on the CPU.")
@@ -154,6 +158,11 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         output_dir.mkdir(parents=True, exist_ok=True)
         checkpoints.remove_partial_checkpoints(output_dir)
         save_config(config, output_dir / EFFECTIVE_CONFIG)
+    if config.hub.push_to_hub:
+        progress.say("hub.push_to_hub is accepted for compatibility but ltxtrainer does not upload; "
+                     f"upload {output_dir / LORA_FILE} yourself when training ends.")
+    if config.wandb.enabled:
+        progress.say("wandb.enabled is accepted for compatibility; ltxtrainer logs to metrics.jsonl instead.")
     flow_matching.check_sampling_params(
         config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params
     )
@@ -168,7 +177,9 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     if validation.prompts and validation.interval and accelerator.is_main_process:
         from ltxtrainer.training.validation import encode_validation_prompts
 
-        validation_inputs = encode_validation_prompts(str(model_dir), validation)
+        validation_inputs = encode_validation_prompts(
+            str(model_dir), validation, device, config.acceleration.load_text_encoder_in_8bit
+        )
 
     set_seed(config.seed)  # the adapter's random initialisation, identical on every rank and every run
     transformer = prepare_transformer(transformer, config, device)

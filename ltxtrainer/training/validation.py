@@ -26,17 +26,31 @@ class ValidationInputs:
     negative_mask: torch.Tensor
 
 
-def encode_validation_prompts(model_source: str, validation: ValidationConfig, max_sequence_length: int = 128) -> ValidationInputs:
+def encode_validation_prompts(
+    model_source: str,
+    validation: ValidationConfig,
+    device: torch.device,
+    load_in_8bit: bool = False,
+    max_sequence_length: int = 128,
+) -> ValidationInputs:
+    """Encode once, then free T5 (its 9 GB would otherwise sit next to the transformer all run)."""
     from ltxtrainer.models import ltx_video
 
     tokenizer = ltx_video.load_tokenizer(model_source)
-    text_encoder = ltx_video.load_text_encoder(model_source)
+    # 8-bit T5 (bitsandbytes) needs CUDA; on the CPU the flag has nothing to save.
+    eight_bit = load_in_8bit and device.type == "cuda"
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    text_encoder = ltx_video.load_text_encoder(model_source, dtype=dtype, device=device, load_in_8bit=eight_bit)
     embeds, masks = ltx_video.encode_prompts(tokenizer, text_encoder, validation.prompts, max_sequence_length)
     negative, negative_mask = ltx_video.encode_prompts(
         tokenizer, text_encoder, [validation.negative_prompt], max_sequence_length
     )
     del text_encoder
-    return ValidationInputs(validation.prompts, embeds, masks, negative, negative_mask)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return ValidationInputs(
+        validation.prompts, embeds.float().cpu(), masks.cpu(), negative.float().cpu(), negative_mask.cpu()
+    )
 
 
 def _load_image(path: str, width: int, height: int):
