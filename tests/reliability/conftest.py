@@ -22,12 +22,16 @@ TRAIN = str(REPO / "scripts" / "train.py")
 
 
 @pytest.fixture
-def outcome(record_property) -> Callable[..., None]:
-    """`outcome(fault=..., tried=..., happened=..., kept=...)`: one row of the reliability report."""
+def outcome(record_property, tmp_path_factory) -> Callable[..., None]:
+    """`outcome(fault=..., tried=..., happened=..., kept=...)`: one row of the reliability report.
+
+    The session's temporary folder is shortened to `<tmp>` so the report reads the same on every run.
+    """
+    base = str(tmp_path_factory.getbasetemp())
 
     def record(*, fault: str, tried: str, happened: str, kept: str) -> None:
         for name, value in (("fault", fault), ("tried", tried), ("happened", happened), ("kept", kept)):
-            record_property(name, " ".join(str(value).split()))
+            record_property(name, " ".join(str(value).replace(base, "<tmp>").split()))
 
     return record
 
