@@ -69,7 +69,8 @@ def read_results(junit: Path) -> list[Row]:
             test=f"{case.get('classname', '').rsplit('.', 1)[-1]}::{name}",
             result=result,
             fault=properties.get("fault") or name.removeprefix("test_").replace("_", " "),
-            tried=properties.get("tried", "(a property test: many generated values)"),
+            tried=properties.get("tried", "(not recorded: the test failed first)" if result == "failed"
+                                 else "(a property test: many generated values)"),
             happened=properties.get("happened") or message or "every generated value was accepted or refused "
             "with a message naming its field or entry",
             kept=properties.get("kept", "-"),

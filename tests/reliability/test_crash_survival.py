@@ -66,18 +66,23 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tiny_
 
     output = tmp_path / "killed run"
     config = write_config(tmp_path / "config.yaml", make_config(tiny_model_dir, dataset, output, **common))
-    delays = random.Random(2024).sample([0.0, 0.2, 0.5, 0.8, 1.2], 2)
+    # Seeded random kill points: a number of steps after the run's first step plus a fraction of a step, so
+    # they land at different phases of the loop however fast this machine happens to be.
+    chance = random.Random(2024)
+    later = [(chance.randint(1, 4), chance.uniform(0.0, 0.15)) for _ in range(2)]
     kills = []
-    for attempt, delay in enumerate([None, *delays]):  # None: timed to land inside a checkpoint save
+    for attempt, point in enumerate([None, *later]):  # None: timed to land inside a checkpoint save
         process = start_training(config, *(["--resume"] if attempt else []))
-        first = wait_for_step(process, at_least=3 if delay is None else 1)
+        first = wait_for_step(process, at_least=3 if point is None else 1)
         assert first is not None, process.communicate()[1][-2000:]
-        if delay is None:
+        if point is None:
             assert kill_during_save(process, output, deadline_s=30), "no save was caught in progress"
             kills.append("during a checkpoint save")
         else:
+            steps_after, delay = point
+            assert wait_for_step(process, at_least=first["step"] + steps_after) is not None
             time.sleep(delay)
-            kills.append(f"{delay:g} s after step {first['step']}")
+            kills.append(f"{delay:.2f} s after step {first['step'] + steps_after}")
         stderr = hard_kill(process)
         assert process.returncode == -signal.SIGKILL, stderr[-2000:]
         if attempt:
