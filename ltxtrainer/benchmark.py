@@ -434,6 +434,8 @@ def check_feasible(options: BenchmarkOptions, shape: dict, device: torch.device)
             "machine one training step would need 50+ GB of memory and hours of compute. Run it on a GPU, "
             "or try --model 2b with a small --resolution such as 256x256x9 (add --allow-cpu-large to force it)."
         )
+    if options.mixed_precision == "fp16" and device.type != "cuda":
+        raise BenchmarkRefused("fp16 mixed precision needs a GPU; use --mixed-precision bf16 or no on a CPU.")
     if options.steps < 1 or options.warmup < 0:
         raise BenchmarkRefused("--steps must be at least 1 and --warmup at least 0.")
 
