@@ -55,8 +55,8 @@ _QUANTO_EXTRA_PER_TOKEN_WIDTH = 14.0
 # block shares (the per-token timestep embedding, rope tables) add ~16 per token and width once.
 _CHECKPOINT_INPUT_ELEMENTS = 1.0
 _CHECKPOINT_SHARED_PER_TOKEN_WIDTH = 16.0
-# The backward of one block briefly holds the gradients of its activations; measured on CPU as
-# peak RSS minus the saved tensors (see docs/benchmarks.md).
+# The backward of one block briefly holds the gradients of its activations. A rough figure: on a
+# CPU it cannot be told apart from the allocator's slack, and no GPU has measured it yet.
 _BACKWARD_TRANSIENT_PER_TOKEN_WIDTH = 40.0
 # CUDA: context and cuBLAS workspaces (not in max_memory_allocated, but taken from the card), and
 # the caching allocator's fragmentation as a share of everything else.
@@ -83,14 +83,16 @@ class MemoryEstimate:
     activations: int
     other: int
     total_bytes: int
-    breakdown: dict[str, int] = field(default_factory=dict)
+    breakdown: dict[str, int] = field(default_factory=dict)  # bytes per item
     notes: list[str] = field(default_factory=list)
+    trained_parameters: int = 0
 
     def to_dict(self) -> dict:
         return {
             "weights": self.weights, "lora_and_optimizer": self.lora_and_optimizer,
             "activations": self.activations, "other": self.other, "total_bytes": self.total_bytes,
             "breakdown": dict(self.breakdown), "notes": list(self.notes),
+            "trained_parameters": self.trained_parameters,
         }
 
 
@@ -196,12 +198,8 @@ def estimate_memory(
     notes: list[str] = []
 
     weights = _weight_bytes(counts, element, quantization)
-    if lora_mode:
-        trained = counts["lora"]
-        adapter_bytes = 4  # the trainer keeps adapters in fp32 (model_setup.add_lora)
-    else:
-        trained = counts["base"]
-        adapter_bytes = 4
+    trained = counts["lora"] if lora_mode else counts["base"]
+    adapter_bytes = 4  # trained weights stay fp32 (model_setup.add_lora / weight_dtype)
     optimizer_state = 2 if config.optimization.optimizer_type == "adamw8bit" else 8
     lora_and_optimizer = trained * (adapter_bytes * 2 + optimizer_state)
     if not lora_mode:
@@ -225,7 +223,6 @@ def estimate_memory(
     transient = int(tokens * model_width * _BACKWARD_TRANSIENT_PER_TOKEN_WIDTH * element / 2)
     breakdown = {
         "transformer_weights": weights,
-        "trained_parameters": trained,
         "trained_weights_and_grads": trained * adapter_bytes * 2,
         "optimizer_state": trained * optimizer_state,
         "saved_activations": activations,
@@ -237,21 +234,21 @@ def estimate_memory(
     if vae_resident:
         breakdown["vae_weights"] = VAE_PARAMETERS * element
         notes.append("Validation videos need extra memory while they decode; that peak is not included.")
+    if config.acceleration.block_offload and device_type == "cuda":
+        streamed = weights - weights // max(layers, 1) * 2  # two blocks on the card at a time
+        breakdown["offloaded_to_host"] = streamed
+        weights -= streamed
+        breakdown["transformer_weights"] = weights
+        notes.append(f"Block offload keeps {streamed / GB:.1f} GB of weights in host memory.")
     if device_type == "cpu":
         breakdown["allocator_slack"] = int((activations + transient) * CPU_ALLOCATOR_SLACK)
     if device_type == "cuda":
         tensors = weights + lora_and_optimizer + activations + transient + breakdown.get("vae_weights", 0)
         breakdown["allocator_slack"] = int(tensors * CUDA_ALLOCATOR_SLACK)
         breakdown["cuda_context"] = CUDA_CONTEXT_BYTES
-    if config.acceleration.block_offload and device_type == "cuda":
-        streamed = weights - weights // max(layers, 1) * 2
-        breakdown["offloaded_to_host"] = streamed
-        weights -= streamed
-        breakdown["transformer_weights"] = weights
-        notes.append(f"Block offload keeps {streamed / GB:.1f} GB of weights in host memory.")
     other = transient + sum(breakdown.get(key, 0) for key in ("vae_weights", "allocator_slack", "cuda_context"))
     total = weights + lora_and_optimizer + activations + other
-    return MemoryEstimate(weights, lora_and_optimizer, activations, other, int(total), breakdown, notes)
+    return MemoryEstimate(weights, lora_and_optimizer, activations, other, int(total), breakdown, notes, trained)
 
 
 def fits(estimate: MemoryEstimate, free_bytes: int | None) -> tuple[bool, str]:

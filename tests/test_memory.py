@@ -165,3 +165,11 @@ def test_gpu_memory_is_none_without_a_gpu():
         assert 0 < free <= total
     else:
         assert gpu_memory_bytes() is None
+
+
+def test_block_offload_keeps_only_two_blocks_of_weights_on_the_card():
+    plain = estimate_memory(_config(model="13b", rank=32), 768, 512, 49, "13b", batch_size=1)
+    offloaded = estimate_memory(_config(model="13b", rank=32, block_offload=True), 768, 512, 49, "13b", batch_size=1)
+    assert offloaded.weights == pytest.approx(plain.weights * 2 / 48, rel=0.01)
+    assert offloaded.breakdown["offloaded_to_host"] + offloaded.weights == plain.weights
+    assert offloaded.activations == plain.activations and "host memory" in offloaded.notes[-1]
