@@ -11,6 +11,7 @@ uninterrupted run does from k on (the reference trainer restarted at step 0 on r
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -91,14 +92,18 @@ def prune_checkpoints(output_dir: Path, keep_last_n: int) -> None:
     if keep_last_n < 0:
         return
     for _, folder in list_checkpoints(output_dir)[:-keep_last_n]:
-        shutil.rmtree(folder, ignore_errors=True)
+        # Hide it first (one atomic rename), so a kill during the delete never leaves a
+        # half-deleted folder that still looks like a complete checkpoint.
+        doomed = folder.with_name(f".{folder.name}.deleting")
+        os.replace(folder, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def remove_partial_checkpoints(output_dir: Path) -> None:
-    """Leftovers of a save interrupted by a kill; they were never the latest checkpoint."""
+    """Leftovers of a save or prune interrupted by a kill; none of them is a usable checkpoint."""
     root = Path(output_dir) / CHECKPOINTS_DIR
     if root.is_dir():
-        for folder in root.glob(".step_*.partial"):
+        for folder in [*root.glob(".step_*.partial"), *root.glob(".step_*.deleting")]:
             shutil.rmtree(folder, ignore_errors=True)
 
 

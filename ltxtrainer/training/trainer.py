@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
+from safetensors import SafetensorError
 from tqdm import tqdm
 
 from ltxtrainer import progress
@@ -140,6 +141,15 @@ def _write_metrics(path: Path, record: dict) -> None:
         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _end_torn_metrics_line(path: Path) -> None:
+    """A kill mid-write can leave half a line; start the resumed run's records on a fresh line."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb+") as handle:
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+
 def _log(accelerator, metrics_path: Path, event: str, **fields) -> None:
     """Main process only: a JSON line in metrics.jsonl and on stdout for the GUI."""
     if accelerator.is_main_process:
@@ -157,6 +167,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         checkpoints.remove_partial_checkpoints(output_dir)
+        _end_torn_metrics_line(metrics_path)
         save_config(config, output_dir / EFFECTIVE_CONFIG)
     if config.hub.push_to_hub:
         progress.say("hub.push_to_hub is accepted for compatibility but ltxtrainer does not upload; "
@@ -227,7 +238,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
                 path = checkpoints.save_checkpoint(
                     output_dir, at_step, accelerator.unwrap_model(model), optimizer.optimizer, lr_scheduler, config
                 )
-            except OSError as error:
+            except (OSError, SafetensorError, RuntimeError) as error:  # disk full: safetensors and torch.save
                 raise TrainingFailed(
                     f"Could not save the checkpoint of step {at_step} ({error}). The previous checkpoint is intact. "
                     "Free disk space under the output folder and resume with --resume."

@@ -148,9 +148,12 @@ def parse_events(text: str) -> list[dict]:
     """The JSON progress lines (objects with an "event" key) among a log's lines."""
     events = []
     for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
+        # stdout and stderr share the log, so a progress bar (stderr, no newline) can stand in front
+        # of a JSON line from stdout on the same line.
+        start = line.find('{"event"')
+        if start < 0:
             continue
+        line = line[start:].strip()
         try:
             record = json.loads(line)
         except ValueError:

@@ -160,11 +160,6 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(disk_full_run, out
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="safetensors reports a failed write as SafetensorError, not OSError, so trainer.save() does not turn it "
-    "into TrainingFailed and the user sees a traceback (ltxtrainer/training/trainer.py, `except OSError` in save())",
-)
 def test_disk_full_while_saving_says_so_in_one_paragraph(disk_full_run, outcome):
     stderr = disk_full_run["stderr"]
     outcome(

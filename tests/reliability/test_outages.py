@@ -116,11 +116,6 @@ def test_gui_server_restart_while_training_shows_status_and_logs(restarted_gui, 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.py's tqdm bar (stderr, no newline) and its JSON lines (stdout) share the job log, so every step line "
-    "read '<bar>{\"event\": ...}' and ltxtrainer/ui/jobs.py parse_events() skips every line not starting with '{'",
-)
 def test_gui_job_progress_events_survive_the_progress_bar(restarted_gui, outcome):
     metrics = (restarted_gui["output"] / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     steps_done = sum(json.loads(line)["event"] == "step" for line in metrics)
