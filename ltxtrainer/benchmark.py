@@ -257,7 +257,12 @@ def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torc
     """The trainer's own setup and loop body (trainer.run_training), one micro-step per step."""
     from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
     from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
-    from ltxtrainer.training.trainer import _make_accelerator, _training_loss
+    from ltxtrainer.training.trainer import (
+        _make_accelerator,
+        _training_loss,
+        apply_gradients,
+        clip_parameters_of,
+    )
 
     config = trainer_config(options)
     accelerator = _make_accelerator(config)
@@ -267,18 +272,16 @@ def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torc
     _apply_attention_backend(transformer, options.attention_backend)
     optimizer = build_optimizer(trainable_parameters(transformer), config, device)
     lr_scheduler = build_lr_scheduler(optimizer, config)
+    trained = trainable_parameters(transformer)
     model, optimizer = accelerator.prepare(transformer, optimizer)
+    clip_parameters = clip_parameters_of(accelerator, model, trained)
     max_grad_norm = config.optimization.max_grad_norm
 
     def step(index: int) -> None:
         loss = _training_loss(model, batch, config, index, accelerator.process_index, device)
         accelerator.backward(loss)
         loss.detach().float().item()  # the trainer logs every step's loss
-        if max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(accelerator, optimizer, lr_scheduler, clip_parameters, max_grad_norm)
 
     return step
 

@@ -43,12 +43,15 @@ MODEL_SHAPES: dict[str, dict] = {
 
 # Bytes kept for backward per video token, per unit of model width d, per transformer block
 # (saved-tensor count, diffusers 0.42, torch 2.13, fitted over token counts and widths; adapter
-# terms excluded, they are added from the rank). bf16 autocast: 73, about twice FIELD_NOTES'
-# 17-20 bf16 elements: the adaLN values are per token here (per-token timesteps, 12 bytes), and
-# rope and the q/k RMSNorm keep fp32 copies (24 bytes). Full fp32: 97. Each block also keeps
+# terms excluded, they are added from the rank). bf16 autocast: 57, well above FIELD_NOTES'
+# 17-20 bf16 elements: rope and the q/k RMSNorm keep fp32 copies (24 bytes). Full fp32: 65.
+# Steps with first-frame conditioning pass per-token timesteps, so the adaLN values are per token
+# there: +16 (fp32 +32); the peak is that worst case whenever first_frame_conditioning_p > 0.
+# Each block also keeps
 # ~16 (fp32: 24) bytes per prompt token and width for the cross-attention. optimum-quanto's
 # linear keeps its input for backward even for a frozen weight: +14.
-_SAVED_PER_TOKEN_WIDTH = {2: 73.0, 4: 97.0}
+_SAVED_PER_TOKEN_WIDTH = {2: 57.0, 4: 65.0}
+_PER_TOKEN_TIMESTEP_PER_TOKEN_WIDTH = {2: 16.0, 4: 32.0}
 _SAVED_PER_PROMPT_TOKEN_WIDTH = {2: 16.0, 4: 24.0}
 _QUANTO_EXTRA_PER_TOKEN_WIDTH = 14.0
 # With per-block checkpointing a block keeps only its input (2 bytes bf16, 4 fp32); tensors every
@@ -206,6 +209,8 @@ def estimate_memory(
         weights = 0  # the trained weights are the base, counted with their gradients and moments
 
     per_block = _SAVED_PER_TOKEN_WIDTH[2 if element == 2 else 4]
+    if config.first_frame_conditioning_p > 0:
+        per_block += _PER_TOKEN_TIMESTEP_PER_TOKEN_WIDTH[2 if element == 2 else 4]
     if quantization:
         per_block += _QUANTO_EXTRA_PER_TOKEN_WIDTH * element / 2
     prompt_tokens = PROMPT_TOKENS * batch

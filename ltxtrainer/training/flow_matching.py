@@ -50,21 +50,26 @@ def first_frame_token_count(height: int, width: int) -> int:
 def noisy_inputs(
     latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, clean_first_tokens: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(noisy latents, per-token timesteps, velocity target, loss mask) for packed latents [B, T, C].
+    """(noisy latents, timesteps, velocity target, loss mask) for packed latents [B, T, C].
 
     With `clean_first_tokens` > 0 those tokens keep sigma 0 (no noise, timestep 0) and are left out
-    of the loss: the model learns to continue a given first frame (image-to-video).
+    of the loss: the model learns to continue a given first frame (image-to-video). Only then are
+    timesteps given per token ([B, T]); otherwise one per sample ([B]), as the pipeline passes them,
+    which keeps the transformer's adaptive-norm values at [B, 1, ...] instead of one set per token
+    (less compute and, at 13B sizes, gigabytes less activation memory).
     """
     batch, tokens, _ = latents.shape
+    if not clean_first_tokens:
+        expanded = sigmas[:, None, None]
+        noisy = (1.0 - expanded) * latents + expanded * noise
+        loss_mask = torch.ones(batch, tokens, dtype=torch.bool, device=latents.device)
+        return noisy, torch.round(sigmas * 1000.0), noise - latents, loss_mask
     token_sigmas = sigmas[:, None].expand(batch, tokens).clone()
+    token_sigmas[:, :clean_first_tokens] = 0.0
     loss_mask = torch.ones(batch, tokens, dtype=torch.bool, device=latents.device)
-    if clean_first_tokens:
-        token_sigmas[:, :clean_first_tokens] = 0.0
-        loss_mask[:, :clean_first_tokens] = False
+    loss_mask[:, :clean_first_tokens] = False
     noisy = (1.0 - token_sigmas[..., None]) * latents + token_sigmas[..., None] * noise
-    timesteps = torch.round(token_sigmas * 1000.0)
-    target = noise - latents
-    return noisy, timesteps, target, loss_mask
+    return noisy, torch.round(token_sigmas * 1000.0), noise - latents, loss_mask
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

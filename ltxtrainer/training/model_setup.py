@@ -28,6 +28,8 @@ def weight_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype:
     mode = config.acceleration.mixed_precision_mode
     if config.model.training_mode == "full" or mode in (None, "no"):
         return torch.float32
+    if mode == "fp16" and device.type != "cuda":  # the trainer falls back to full precision there
+        return torch.float32
     return torch.bfloat16 if mode == "bf16" else torch.float16
 
 

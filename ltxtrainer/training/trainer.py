@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from safetensors import SafetensorError
 from tqdm import tqdm
 
@@ -209,7 +209,9 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
             progress.say(f"Resuming from {start_point} at step {start_step}.")
     elif resume:
         progress.say(f"No checkpoint in {output_dir / checkpoints.CHECKPOINTS_DIR} yet; starting at step 0.")
+    trained = trainable_parameters(transformer)
     model, optimizer = accelerator.prepare(transformer, optimizer)
+    clip_parameters = clip_parameters_of(accelerator, model, trained)
 
     total_steps = config.optimization.steps
     accumulation = config.optimization.gradient_accumulation_steps
@@ -284,11 +286,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
                         loss = _training_loss(model, batch, config, micro_step, accelerator.process_index, device)
                         accelerator.backward(loss / accumulation)
                     loss_sum += loss.detach().float().item() / accumulation
-                if config.optimization.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.optimization.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                apply_gradients(accelerator, optimizer, lr_scheduler, clip_parameters, config.optimization.max_grad_norm)
                 step += 1
 
                 elapsed = time.perf_counter() - started
@@ -339,6 +337,21 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     return TrainingResult(output_dir, step, lora_path, last_checkpoint or checkpoints.latest_checkpoint(output_dir))
 
 
+def apply_gradients(accelerator, optimizer, lr_scheduler, clip_parameters, max_grad_norm: float) -> None:
+    """The end of every optimizer step: clip, step, advance the schedule, drop the gradients."""
+    if max_grad_norm > 0:
+        accelerator.clip_grad_norm_(clip_parameters, max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def clip_parameters_of(accelerator, model, trained: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """Clipping walks only the trained tensors (frozen ones have no gradients); FSDP needs the full
+    list for its own sharded clipping."""
+    return list(model.parameters()) if accelerator.distributed_type == DistributedType.FSDP else trained
+
+
 def _stop_requested(stop: _StopFlag, accelerator) -> bool:
     """Every rank must agree to stop at the same step, or the others would wait forever."""
     if accelerator.num_processes == 1:
@@ -350,7 +363,12 @@ def _stop_requested(stop: _StopFlag, accelerator) -> bool:
 def _training_loss(model, batch: dict, config: TrainerConfig, micro_step: int, rank: int, device: torch.device):
     """One micro-batch of flow-matching loss; all randomness comes from the step's own seed."""
     seed = flow_matching.per_step_seed(config.seed, micro_step, rank)
-    torch.manual_seed(seed)  # LoRA dropout draws from the global generator
+    # LoRA dropout draws from the global generator of the model's device. Seed only that one:
+    # torch.manual_seed would also queue seeding for every lazy backend (CUDA, XPU, MTIA), which
+    # formats a stack trace each time, about half a millisecond per step.
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     latents = batch["latents"]
     batch_size, tokens, _ = latents.shape
