@@ -26,7 +26,8 @@ def build_optimizer(parameters: list[torch.nn.Parameter], config: TrainerConfig,
         return AdamW8bit(parameters, lr=options.learning_rate, weight_decay=options.weight_decay)
     # One fused kernel for all adapter tensors on CUDA. On the CPU the per-tensor loop is faster
     # than the multi-tensor (foreach) path: 80 vs 125 ms for a 2B rank-64 adapter (torch 2.13).
-    fused = device.type == "cuda"
+    # Block offload keeps the adapter's blocks in host memory between uses: no fused CUDA kernel then.
+    fused = device.type == "cuda" and not config.acceleration.block_offload
     return torch.optim.AdamW(
         parameters, lr=options.learning_rate, weight_decay=options.weight_decay, fused=fused, foreach=False,
     )

@@ -210,7 +210,9 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     elif resume:
         progress.say(f"No checkpoint in {output_dir / checkpoints.CHECKPOINTS_DIR} yet; starting at step 0.")
     trained = trainable_parameters(transformer)
-    model, optimizer = accelerator.prepare(transformer, optimizer)
+    # Under block offload diffusers' hooks decide where each block lives; accelerate must not move it.
+    offloaded = config.acceleration.block_offload and device.type == "cuda"
+    model, optimizer = accelerator.prepare(transformer, optimizer, device_placement=[not offloaded, True])
     clip_parameters = clip_parameters_of(accelerator, model, trained)
 
     total_steps = config.optimization.steps
