@@ -255,26 +255,22 @@ def _apply_attention_backend(transformer, name: str | None) -> None:
 
 def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torch.device) -> Callable[[int], None]:
     """The trainer's own setup and loop body (trainer.run_training), one micro-step per step."""
-    from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
-    from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
+    from ltxtrainer.training.model_setup import weight_dtype
     from ltxtrainer.training.trainer import (
         _make_accelerator,
         _training_loss,
+        accelerate_parts,
         apply_gradients,
-        clip_parameters_of,
+        build_training_parts,
     )
 
     config = trainer_config(options)
     accelerator = _make_accelerator(config)
     build_device = torch.device("cpu") if options.block_offload else device
     transformer = build_random_transformer(shape, weight_dtype(config, device), build_device)
-    transformer = prepare_transformer(transformer, config, device)
+    transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device)
     _apply_attention_backend(transformer, options.attention_backend)
-    optimizer = build_optimizer(trainable_parameters(transformer), config, device)
-    lr_scheduler = build_lr_scheduler(optimizer, config)
-    trained = trainable_parameters(transformer)
-    model, optimizer = accelerator.prepare(transformer, optimizer)
-    clip_parameters = clip_parameters_of(accelerator, model, trained)
+    model, optimizer, clip_parameters = accelerate_parts(accelerator, transformer, optimizer, trained, config)
     max_grad_norm = config.optimization.max_grad_norm
 
     def step(index: int) -> None:

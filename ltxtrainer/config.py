@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ltxtrainer.atomic import write_text_atomic
+
 QUANTIZATION_CHOICES = ("int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto", "fp8uz-quanto")
 DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
 
@@ -261,6 +263,4 @@ def config_to_yaml(config: TrainerConfig) -> str:
 
 
 def save_config(config: TrainerConfig, path: str | Path) -> Path:
-    from ltxtrainer.atomic import write_text_atomic
-
     return write_text_atomic(path, config_to_yaml(config))

@@ -36,9 +36,15 @@ def find_precomputed_root(root: str | Path) -> Path:
     )
 
 
-def _load(path: Path) -> dict:
+def _load(path: Path, mmap: bool = False) -> dict:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            # Files in torch's legacy (non-zip) format cannot be mapped; read them whole.
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a torn or foreign file: name it instead of a pickle traceback
         raise DatasetError(f"Cannot read precomputed file {path}: {error}") from None
     if not isinstance(data, dict):
@@ -76,7 +82,8 @@ class PrecomputedDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _bucket_of(path: Path, expected_channels: int | None) -> Bucket:
-        data = _load(path)
+        # Memory-mapped: indexing needs shapes and sizes only, not every latent read from disk twice.
+        data = _load(path, mmap=True)
         missing = {"latents", "num_frames", "height", "width"} - set(data)
         if missing:
             raise DatasetError(f"{path} lacks {sorted(missing)}; was it written by a preprocessing step?")

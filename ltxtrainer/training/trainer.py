@@ -27,7 +27,7 @@ from ltxtrainer.data import BucketBatchOrder, PrecomputedDataset, collate
 from ltxtrainer.models import ltx_video
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.training import checkpoints, flow_matching
-from ltxtrainer.training.lora_io import LORA_FILE, save_lora
+from ltxtrainer.training.lora_io import LORA_FILE, load_lora_into, save_lora
 from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
 from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
 
@@ -178,7 +178,8 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params
     )
 
-    transformer = ltx_video.load_transformer(model_dir, dtype=weight_dtype(config, device))
+    dtype = weight_dtype(config, device)
+    transformer = ltx_video.load_transformer(model_dir, dtype=dtype)
     dataset = PrecomputedDataset(config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels)
     order = BucketBatchOrder(
         dataset.buckets, config.optimization.batch_size, config.seed, accelerator.process_index, accelerator.num_processes
@@ -192,16 +193,11 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
             str(model_dir), validation, device, config.acceleration.load_text_encoder_in_8bit
         )
 
-    set_seed(config.seed)  # the adapter's random initialisation, identical on every rank and every run
-    transformer = prepare_transformer(transformer, config, device)
-    optimizer = build_optimizer(trainable_parameters(transformer), config, device)
-    lr_scheduler = build_lr_scheduler(optimizer, config)
+    transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device)
     start_point = _resume_point(config, output_dir, resume)
     start_step = 0
     if start_point is not None:
         if start_point.is_file():  # a LoRA file: warm start from its weights, new optimizer
-            from ltxtrainer.training.lora_io import load_lora_into
-
             load_lora_into(transformer, start_point)
             progress.say(f"Starting from the LoRA weights in {start_point}.")
         else:
@@ -209,11 +205,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
             progress.say(f"Resuming from {start_point} at step {start_step}.")
     elif resume:
         progress.say(f"No checkpoint in {output_dir / checkpoints.CHECKPOINTS_DIR} yet; starting at step 0.")
-    trained = trainable_parameters(transformer)
-    # Under block offload diffusers' hooks decide where each block lives; accelerate must not move it.
-    offloaded = config.acceleration.block_offload and device.type == "cuda"
-    model, optimizer = accelerator.prepare(transformer, optimizer, device_placement=[not offloaded, True])
-    clip_parameters = clip_parameters_of(accelerator, model, trained)
+    model, optimizer, clip_parameters = accelerate_parts(accelerator, transformer, optimizer, trained, config)
 
     total_steps = config.optimization.steps
     accumulation = config.optimization.gradient_accumulation_steps
@@ -259,12 +251,11 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         from ltxtrainer.training.validation import sample_videos
 
         if vae is None:
-            vae = ltx_video.load_vae(model_dir, dtype=weight_dtype(config, device))
+            vae = ltx_video.load_vae(model_dir, dtype=dtype)
             scheduler = ltx_video.load_scheduler(model_dir)
         folder = output_dir / SAMPLES_DIR / f"step_{at_step:06d}"
         videos = sample_videos(
-            accelerator.unwrap_model(model), vae, scheduler, validation_inputs, validation, folder, device,
-            weight_dtype(config, device),
+            accelerator.unwrap_model(model), vae, scheduler, validation_inputs, validation, folder, device, dtype
         )
         _log(accelerator, metrics_path, "validation", step=at_step, videos=[str(v) for v in videos])
 
@@ -339,6 +330,26 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     return TrainingResult(output_dir, step, lora_path, last_checkpoint or checkpoints.latest_checkpoint(output_dir))
 
 
+def build_training_parts(transformer: torch.nn.Module, config: TrainerConfig, device: torch.device):
+    """(transformer, optimizer, lr scheduler, trained parameters) for a loaded base transformer.
+
+    Shared with the benchmark, so what it times is exactly the trainer's setup.
+    """
+    set_seed(config.seed)  # the adapter's random initialisation, identical on every rank and every run
+    transformer = prepare_transformer(transformer, config, device)
+    trained = trainable_parameters(transformer)
+    optimizer = build_optimizer(trained, config, device)
+    return transformer, optimizer, build_lr_scheduler(optimizer, config), trained
+
+
+def accelerate_parts(accelerator, transformer, optimizer, trained: list[torch.nn.Parameter], config: TrainerConfig):
+    """(model, optimizer, parameters to clip) wrapped by accelerate for this process's device(s)."""
+    # Under block offload diffusers' hooks decide where each block lives; accelerate must not move it.
+    offloaded = config.acceleration.block_offload and accelerator.device.type == "cuda"
+    model, optimizer = accelerator.prepare(transformer, optimizer, device_placement=[not offloaded, True])
+    return model, optimizer, _clip_parameters(accelerator, model, trained)
+
+
 def apply_gradients(accelerator, optimizer, lr_scheduler, clip_parameters, max_grad_norm: float) -> None:
     """The end of every optimizer step: clip, step, advance the schedule, drop the gradients."""
     if max_grad_norm > 0:
@@ -348,7 +359,7 @@ def apply_gradients(accelerator, optimizer, lr_scheduler, clip_parameters, max_g
     optimizer.zero_grad(set_to_none=True)
 
 
-def clip_parameters_of(accelerator, model, trained: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+def _clip_parameters(accelerator, model, trained: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
     """Clipping walks only the trained tensors (frozen ones have no gradients); FSDP needs the full
     list for its own sharded clipping."""
     return list(model.parameters()) if accelerator.distributed_type == DistributedType.FSDP else trained
