@@ -24,12 +24,14 @@ def build_optimizer(parameters: list[torch.nn.Parameter], config: TrainerConfig,
                 "(or use optimizer_type: adamw)"
             ) from error
         return AdamW8bit(parameters, lr=options.learning_rate, weight_decay=options.weight_decay)
-    # One fused kernel for all adapter tensors on CUDA. On the CPU the per-tensor loop is faster
-    # than the multi-tensor (foreach) path: 80 vs 125 ms for a 2B rank-64 adapter (torch 2.13).
-    # Block offload keeps the adapter's blocks in host memory between uses: no fused CUDA kernel then.
-    fused = device.type == "cuda" and not config.acceleration.block_offload
+    # The fused kernel (one pass over each tensor) on CUDA and on the CPU. On the CPU torch's default
+    # is the per-tensor loop of ~10 ops per tensor: for a 2B rank-64 adapter 81 ms per update against
+    # 28 ms fused (the multi-tensor "foreach" path: 175 ms); tiny adapter 0.92 against 0.31 ms.
+    # Block offload moves the adapter's blocks between host and GPU: the per-tensor loop then, which
+    # follows each tensor wherever it is.
+    fused = not (device.type == "cuda" and config.acceleration.block_offload)
     return torch.optim.AdamW(
-        parameters, lr=options.learning_rate, weight_decay=options.weight_decay, fused=fused, foreach=False,
+        parameters, lr=options.learning_rate, weight_decay=options.weight_decay, fused=fused, foreach=False if not fused else None,
     )
 
 
