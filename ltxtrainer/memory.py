@@ -42,18 +42,28 @@ MODEL_SHAPES: dict[str, dict] = {
 }
 
 # Bytes kept for backward per video token, per unit of model width d, per transformer block
-# (saved-tensor count, diffusers 0.42, torch 2.13, fitted over token counts and widths; adapter
-# terms excluded, they are added from the rank). bf16 autocast: 57, well above FIELD_NOTES'
-# 17-20 bf16 elements: rope and the q/k RMSNorm keep fp32 copies (24 bytes). Full fp32: 65.
-# Steps with first-frame conditioning pass per-token timesteps, so the adaLN values are per token
-# there: +16 (fp32 +32); the peak is that worst case whenever first_frame_conditioning_p > 0.
-# Each block also keeps
-# ~16 (fp32: 24) bytes per prompt token and width for the cross-attention. optimum-quanto's
-# linear keeps its input for backward even for a frozen weight: +14.
-_SAVED_PER_TOKEN_WIDTH = {2: 57.0, 4: 65.0}
+# (saved-tensor count, diffusers 0.42, torch 2.13, fitted over token counts and widths with the
+# adapter on to_q only and then on every attention projection and the feed-forward).
+# The frozen bf16 base keeps 44-46 (fp32: 62-64), well above FIELD_NOTES' 17-20 bf16 elements:
+# rope and the q/k RMSNorm keep fp32 copies. Steps with first-frame conditioning pass per-token
+# timesteps, so the adaLN values are per token there: +16 (fp32 +32); the peak is that worst case
+# whenever first_frame_conditioning_p > 0.
+_BASE_PER_TOKEN_WIDTH = {2: 46.0, 4: 64.0}
 _PER_TOKEN_TIMESTEP_PER_TOKEN_WIDTH = {2: 16.0, 4: 32.0}
-_SAVED_PER_PROMPT_TOKEN_WIDTH = {2: 16.0, 4: 24.0}
-_QUANTO_EXTRA_PER_TOKEN_WIDTH = 14.0
+# An adapter keeps its layer's input for its own backward (the frozen layer needs only its weight).
+# Adapters computing in the base's dtype (GPU, or fp32 throughout) share it: to_q/to_k/to_v of one
+# attention read one tensor, and to_out.0 reads the attention output, which attention keeps anyway.
+# fp32 adapters on a bf16 base (the CPU, model_setup.adapters_in_low_precision) each keep their
+# own fp32 copy of the input: 4 bytes per input feature and token, to_out.0 included.
+_FP32_COPY_BYTES = 4
+# Per prompt token, width and block: the cross-attention's keys and values (2 elements), +4 once
+# an adapter on attn2's to_k/to_v makes them trainable.
+_PROMPT_PER_TOKEN_WIDTH_ELEMENTS = 2.0
+_PROMPT_TRAINABLE_KV_PER_TOKEN_WIDTH = 4.0
+# optimum-quanto's linear keeps its input for backward even for a frozen weight: 5 elements per
+# token and width (bf16 10, measured 10), 13 next to fp32 adapters (their copies are separate).
+_QUANTO_EXTRA_ELEMENTS = 5.0
+_QUANTO_EXTRA_NEXT_TO_FP32_ADAPTERS = 13.0
 # With per-block checkpointing a block keeps only its input (2 bytes bf16, 4 fp32); tensors every
 # block shares (the per-token timestep embedding, rope tables) add ~16 per token and width once.
 _CHECKPOINT_INPUT_ELEMENTS = 1.0
@@ -136,12 +146,27 @@ def _is_quantized(module_name: str) -> bool:
     return not any(fnmatch.fnmatch(module_name, pattern) for pattern in QUANTIZE_EXCLUDE)
 
 
+def _adapter_input(module_name: str) -> tuple[str, str | None]:
+    """(what the layer reads: "video" or "prompt", the key of the tensor its adapter shares or None
+    when attention keeps that tensor anyway) for an adapted linear of the transformer."""
+    parent, _, leaf = module_name.rpartition(".")
+    if leaf == "0" and parent.endswith(".to_out"):
+        return "video", None
+    if parent.endswith(".attn2") and leaf in ("to_k", "to_v"):
+        return "prompt", parent + ".kv"
+    if parent.endswith(".attn1") and leaf in ("to_q", "to_k", "to_v"):
+        return "video", parent + ".qkv"
+    return "video", module_name
+
+
 def count_parameters(shape: dict, lora_targets: list[str], rank: int) -> dict[str, int]:
-    """Exact counts: all base parameters, the quantizable linear weights, and the LoRA parameters
-    (split into those whose layer sees video tokens and those that see only the prompt)."""
+    """Exact counts: all base parameters, the quantizable linear weights, the LoRA parameters, and
+    the input features of the adapted layers (by what they read; shared tensors once, and each)."""
     transformer = _meta_transformer(shape)
-    counts = {"base": 0, "quantizable_linear_weights": 0, "quantized_rows": 0, "lora": 0, "lora_video_modules": 0}
+    counts = {"base": 0, "quantizable_linear_weights": 0, "quantized_rows": 0, "lora": 0, "lora_video_modules": 0,
+              "video_inputs_shared": 0, "video_inputs_each": 0, "prompt_inputs_shared": 0, "prompt_inputs_each": 0}
     counts["base"] = sum(parameter.numel() for parameter in transformer.parameters())
+    shared: set[str] = set()
     for name, module in transformer.named_modules():
         if not isinstance(module, torch.nn.Linear):
             continue
@@ -150,8 +175,12 @@ def count_parameters(shape: dict, lora_targets: list[str], rank: int) -> dict[st
             counts["quantized_rows"] += module.out_features
         if _is_lora_target(name, lora_targets):
             counts["lora"] += rank * (module.in_features + module.out_features)
-            # attn2's keys and values see the prompt, everything else in a block sees video tokens
-            if not (".attn2." in f".{name}." and name.rsplit(".", 1)[-1] in ("to_k", "to_v")):
+            reads, key = _adapter_input(name)
+            counts[f"{reads}_inputs_each"] += module.in_features
+            if key is not None and key not in shared:
+                shared.add(key)
+                counts[f"{reads}_inputs_shared"] += module.in_features
+            if reads == "video":
                 counts["lora_video_modules"] += 1
     return counts
 
@@ -208,15 +237,28 @@ def estimate_memory(
     if not lora_mode:
         weights = 0  # the trained weights are the base, counted with their gradients and moments
 
-    per_block = _SAVED_PER_TOKEN_WIDTH[2 if element == 2 else 4]
+    blocks = max(layers, 1)
+    # fp32 adapters on a bf16/fp16 base each keep an fp32 copy of their input (the CPU);
+    # otherwise they share the base's tensors (model_setup.adapters_in_low_precision).
+    copies = lora_mode and element == 2 and device_type == "cpu"
+    video_inputs = counts["video_inputs_each"] * _FP32_COPY_BYTES if copies else counts["video_inputs_shared"] * element
+    prompt_inputs = counts["prompt_inputs_each"] * _FP32_COPY_BYTES if copies else counts["prompt_inputs_shared"] * element
+    adapter_element = 4 if copies else element  # the adapters' rank-sized intermediate results
+    per_block = _BASE_PER_TOKEN_WIDTH[element] + video_inputs / blocks / model_width
     if config.first_frame_conditioning_p > 0:
-        per_block += _PER_TOKEN_TIMESTEP_PER_TOKEN_WIDTH[2 if element == 2 else 4]
+        per_block += _PER_TOKEN_TIMESTEP_PER_TOKEN_WIDTH[element]
     if quantization:
-        per_block += _QUANTO_EXTRA_PER_TOKEN_WIDTH * element / 2
+        per_block += _QUANTO_EXTRA_NEXT_TO_FP32_ADAPTERS if copies else _QUANTO_EXTRA_ELEMENTS * element
+    per_prompt = _PROMPT_PER_TOKEN_WIDTH_ELEMENTS * element + prompt_inputs / blocks / model_width
+    if counts["prompt_inputs_each"]:
+        per_prompt += _PROMPT_TRAINABLE_KV_PER_TOKEN_WIDTH
     prompt_tokens = PROMPT_TOKENS * batch
+    # Adapters computing in bf16 keep the bf16 casts of their weights for backward.
+    weight_casts = counts["lora"] * element if lora_mode and element == 2 and not copies else 0
     block_saved = (
-        tokens * (model_width * per_block + counts["lora_video_modules"] / max(layers, 1) * rank * element)
-        + prompt_tokens * model_width * _SAVED_PER_PROMPT_TOKEN_WIDTH[2 if element == 2 else 4]
+        tokens * (model_width * per_block + counts["lora_video_modules"] / blocks * rank * adapter_element)
+        + prompt_tokens * model_width * per_prompt
+        + weight_casts / blocks
     )
     checkpointing = config.optimization.enable_gradient_checkpointing
     if checkpointing:
@@ -231,6 +273,7 @@ def estimate_memory(
         "trained_weights_and_grads": trained * adapter_bytes * 2,
         "optimizer_state": trained * optimizer_state,
         "saved_activations": activations,
+        "adapter_weight_casts": int(weight_casts if not checkpointing else weight_casts / blocks),
         **({"checkpoint_inputs": int(kept), "recomputed_block": int(block_saved)} if checkpointing else {}),
         "backward_transient": transient,
     }
