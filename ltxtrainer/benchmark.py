@@ -258,6 +258,7 @@ def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torc
     from ltxtrainer.training.model_setup import weight_dtype
     from ltxtrainer.training.trainer import (
         _make_accelerator,
+        _StepLosses,
         _training_loss,
         accelerate_parts,
         apply_gradients,
@@ -267,17 +268,20 @@ def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torc
     config = trainer_config(options)
     accelerator = _make_accelerator(config)
     build_device = torch.device("cpu") if options.block_offload else device
-    transformer = build_random_transformer(shape, weight_dtype(config, device), build_device)
+    dtype = weight_dtype(config, device)
+    transformer = build_random_transformer(shape, dtype, build_device)
     transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device)
     _apply_attention_backend(transformer, options.attention_backend)
     model, optimizer, clip_parameters = accelerate_parts(accelerator, transformer, optimizer, trained, config)
     max_grad_norm = config.optimization.max_grad_norm
+    losses = _StepLosses()
 
     def step(index: int) -> None:
-        loss = _training_loss(model, batch, config, index, accelerator.process_index, device)
+        loss = _training_loss(model, batch, config, index, accelerator.process_index, device, dtype)
         accelerator.backward(loss)
-        loss.detach().float().item()  # the trainer logs every step's loss
         apply_gradients(accelerator, optimizer, lr_scheduler, clip_parameters, max_grad_norm)
+        losses.put(index, loss.detach().float(), lr_scheduler.get_last_lr()[0])
+        losses.take()  # the trainer logs each step's loss once the device has computed it
 
     return step
 

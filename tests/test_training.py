@@ -250,7 +250,7 @@ def test_training_inputs_match_what_the_pipeline_feeds_the_transformer(tiny_mode
         "prompt_embeds": inference["encoder_hidden_states"], "prompt_attention_mask": inference["encoder_attention_mask"],
     }
     config = config_from_dict(make_config(tiny_model_dir, tmp_path, tmp_path / "run"))
-    _training_loss(pipe.transformer, batch, config, micro_step=0, rank=0, device=torch.device("cpu"))
+    _training_loss(pipe.transformer, batch, config, micro_step=0, rank=0, device=torch.device("cpu"), dtype=torch.float32)
     hook.remove()
     training = seen.pop()
     assert training["hidden_states"].shape == inference["hidden_states"].shape
@@ -312,3 +312,16 @@ def test_validation_renders_text_and_image_to_video_samples(tiny_model_dir, one_
     assert (info.width, info.height, info.num_frames) == (64, 32, 9)
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert any(e["event"] == "validation" and e["step"] == 2 for e in events)
+
+
+def test_step_losses_are_reported_once_each_in_step_order():
+    """On the CPU a loss is ready at once; on a GPU the same queue defers reading it (no sync)."""
+    from ltxtrainer.training.trainer import _StepLosses
+
+    losses = _StepLosses()
+    losses.put(1, torch.tensor(0.5), 1e-4)
+    losses.put(2, torch.tensor(0.25, dtype=torch.float64), 2e-4)
+    assert losses.take() == [(1, 0.5, 1e-4), (2, 0.25, 2e-4)]
+    assert losses.take(wait=True) == []
+    losses.put(3, torch.tensor(1.5), 3e-4)
+    assert losses.take(wait=True) == [(3, 1.5, 3e-4)]
