@@ -345,13 +345,14 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
                 report(losses.take())
                 due_checkpoint = config.checkpoints.interval and step % config.checkpoints.interval == 0
                 due_validation = validation.interval and step % validation.interval == 0
-                if due_checkpoint or due_validation or stop.requested or step == total_steps:
+                if due_checkpoint or due_validation or step == total_steps:
                     report(losses.take(wait=True))
-                if config.checkpoints.interval and step % config.checkpoints.interval == 0 and step < total_steps:
+                if due_checkpoint and step < total_steps:
                     last_checkpoint = save(step)
-                if validation.interval and step % validation.interval == 0 and accelerator.is_main_process:
+                if due_validation and accelerator.is_main_process:
                     validate(step)
-                if _stop_requested(stop, accelerator):
+                if _stop_requested(stop, accelerator):  # any rank's stop
+                    report(losses.take(wait=True))
                     last_checkpoint = save(step)
                     _log(accelerator, metrics_path, "train_end", status="stopped", step=step)
                     raise TrainingStopped(
