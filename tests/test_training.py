@@ -266,10 +266,11 @@ def test_training_inputs_match_what_the_pipeline_feeds_the_transformer(tiny_mode
         {"optimization.optimizer_type": "adamw8bit"},
         {"optimization.enable_gradient_checkpointing": True, "optimization.scheduler_type": "cosine"},
         {"acceleration.quantization": "fp8-quanto", "optimization.scheduler_params": {"warmup_steps": 1}},
+        {"acceleration.quantization": "int4-quanto", "acceleration.mixed_precision_mode": "bf16"},
         # inductor builds C++ kernels for the CPU (gcc is on every machine): ~30-60 s, the slowest case here
         {"acceleration.compile_with_inductor": True, "acceleration.mixed_precision_mode": "bf16"},
     ],
-    ids=["bf16", "adamw8bit", "checkpointing", "fp8-quanto", "compile-bf16"],
+    ids=["bf16", "adamw8bit", "checkpointing", "fp8-quanto", "int4-quanto-bf16", "compile-bf16"],
 )
 def test_memory_and_precision_options_train(tiny_model_dir, one_clip, tmp_path, options):
     """Several runs in one process with different settings (accelerate keeps per-process state)."""
