@@ -167,6 +167,7 @@ def trainer_config(options: BenchmarkOptions) -> TrainerConfig:
             "quantization": options.quantization,
             "compile_with_inductor": options.compile,
             "block_offload": options.block_offload,
+            "attention_backend": options.attention_backend,
         },
         "data": {"preprocessed_data_root": "(benchmark: random latents)"},
         "validation": {"interval": None},
@@ -244,15 +245,6 @@ class _Side:
         return statistics.median(self.times_s)
 
 
-def _apply_attention_backend(transformer, name: str | None) -> None:
-    if not name:
-        return
-    try:
-        transformer.set_attention_backend(name)
-    except (ValueError, RuntimeError, ImportError) as error:
-        raise BenchmarkRefused(f"Attention backend {name!r} is not usable here: {error}") from None
-
-
 def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torch.device) -> Callable[[int], None]:
     """The trainer's own setup and loop body (trainer.run_training), one micro-step per step."""
     from ltxtrainer.training.model_setup import weight_dtype
@@ -271,7 +263,6 @@ def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torc
     dtype = weight_dtype(config, device)
     transformer = build_random_transformer(shape, dtype, build_device)
     transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device)
-    _apply_attention_backend(transformer, options.attention_backend)
     model, optimizer, clip_parameters = accelerate_parts(accelerator, transformer, optimizer, trained, config)
     max_grad_norm = config.optimization.max_grad_norm
     losses = _StepLosses()

@@ -86,6 +86,23 @@ class AccelerationConfig(Section):
         description="ltxtrainer addition: keep transformer blocks in host memory and stream them to the GPU "
         "(diffusers group offloading, block level) for small cards.",
     )
+    attention_backend: str | None = Field(
+        default=None,
+        description="ltxtrainer addition: a diffusers attention backend (flash, sage, xformers, _native_cudnn, ...). "
+        "Empty: PyTorch's scaled-dot-product attention, which picks its fastest kernel itself.",
+    )
+
+    @field_validator("attention_backend")
+    @classmethod
+    def _known_attention_backend(cls, name: str | None) -> str | None:
+        if not name:
+            return None
+        from diffusers.models.attention_dispatch import AttentionBackendName
+
+        known = [backend.value for backend in AttentionBackendName]
+        if name.lower() not in known:
+            raise ValueError(f"unknown attention backend {name!r}; allowed: {', '.join(known)}, or empty")
+        return name.lower()
 
     @property
     def quantization_choice(self) -> str | None:

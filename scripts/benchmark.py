@@ -20,7 +20,7 @@ from ltxtrainer.benchmark import (  # noqa: E402
     report_table,
     run_benchmark,
 )
-from ltxtrainer.config import QUANTIZATION_CHOICES  # noqa: E402
+from ltxtrainer.config import QUANTIZATION_CHOICES, ConfigError  # noqa: E402
 
 
 def main() -> int:
@@ -47,7 +47,7 @@ def main() -> int:
             stream.reconfigure(errors="replace")
     try:
         report = run_benchmark(options_from_args(args))
-    except BenchmarkRefused as error:
+    except (BenchmarkRefused, ConfigError) as error:
         print(f"benchmark: {error}", file=sys.stderr)
         return 2
     from rich.console import Console

@@ -328,3 +328,19 @@ def test_step_losses_are_reported_once_each_in_step_order():
     assert losses.take(wait=True) == []
     losses.put(3, torch.tensor(1.5), 3e-4)
     assert losses.take(wait=True) == [(3, 1.5, 3e-4)]
+
+
+def test_attention_backend_is_a_checked_choice(tiny_model_dir, one_clip, tmp_path):
+    """PyTorch's own attention by default; a named diffusers backend is used, an unknown or unusable
+    one is refused by name before anything trains."""
+    from ltxtrainer.config import ConfigError
+
+    result = train(tiny_model_dir, one_clip, tmp_path / "math", **{
+        "optimization.steps": 2, "acceleration.attention_backend": "_native_math",
+    })
+    assert result.final_step == 2
+    with pytest.raises(ConfigError, match="acceleration.attention_backend.*allowed: .*flash"):
+        train(tiny_model_dir, one_clip, tmp_path / "typo", **{"acceleration.attention_backend": "flsh"})
+    with pytest.raises(ConfigError, match="'xformers' is not usable here"):
+        train(tiny_model_dir, one_clip, tmp_path / "missing", **{"acceleration.attention_backend": "xformers"})
+    assert not (tmp_path / "missing" / "lora_weights.safetensors").exists()

@@ -12,7 +12,7 @@ import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from ltxtrainer.config import TrainerConfig
+from ltxtrainer.config import ConfigError, TrainerConfig
 
 ADAPTER_NAME = "default"
 # Modules outside the repeated blocks stay unquantized: they are small and precision-sensitive.
@@ -102,6 +102,17 @@ def run_adapters_in_autocast(transformer: torch.nn.Module, device_type: str, dty
             module.forward = MethodType(_adapter_forward_in_autocast, module)
 
 
+def set_attention_backend(transformer: torch.nn.Module, name: str) -> None:
+    """Use a diffusers attention backend; an unusable one (package missing, wrong GPU) is named."""
+    try:
+        transformer.set_attention_backend(name)
+    except (ValueError, RuntimeError, ImportError) as error:
+        raise ConfigError(
+            f"acceleration.attention_backend {name!r} is not usable here: {error} Leave it empty to use "
+            "PyTorch's scaled-dot-product attention."
+        ) from None
+
+
 def trainable_parameters(transformer: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [parameter for parameter in transformer.parameters() if parameter.requires_grad]
 
@@ -127,6 +138,8 @@ def prepare_transformer(transformer: torch.nn.Module, config: TrainerConfig, dev
         )
     else:
         transformer.to(device)
+    if config.acceleration.attention_backend:
+        set_attention_backend(transformer, config.acceleration.attention_backend)
     if config.acceleration.compile_with_inductor:
         transformer.compile_repeated_blocks(mode=config.acceleration.compilation_mode, dynamic=False)
     transformer.train()

@@ -184,6 +184,7 @@ FIELD_NAMES: dict[str, str] = {
     "acceleration.mixed_precision_mode": "混合精度",
     "acceleration.quantization": "量化方法",
     "acceleration.block_offload": "分块卸载到内存",
+    "acceleration.attention_backend": "注意力后端（留空：PyTorch 自选）",
     "data.preprocessed_data_root": "预处理数据文件夹",
     "validation.prompts": "验证提示词（每行一个）",
     "validation.video_dims": "验证视频尺寸（宽, 高, 帧）",
