@@ -3,11 +3,12 @@
 Weights and LoRA parameters are counted exactly from the transformer's shapes (built on the
 `meta` device, so even 13B costs no memory) with the same LoRA targets, quantization exclusions
 and dtypes the trainer uses. Activations follow a per-token model calibrated by counting the
-tensors autograd keeps for backward (`saved_activation_bytes`) in diffusers' LTX block under our
-setup (accelerate autocast, frozen base, fp32 adapters). That count does not depend on the device
-(the CPU and CUDA attention kernels both keep only q, k, v, the output and a log-sum-exp), so
-the constants carry over to CUDA; what differs there is the CUDA context and the caching
-allocator's slack, added as `other`.
+tensors autograd keeps for backward (`saved_activation_bytes`) in diffusers' LTX block set up as
+the trainer sets it up (frozen base in its own dtype, fp32 adapters computing under autocast on a
+GPU and in fp32 on a CPU; the GPU setup was counted on the CPU's autocast). That count does not
+depend on the device (the CPU and CUDA attention kernels both keep only q, k, v, the output and a
+log-sum-exp), so the constants carry over to CUDA; what differs there is the CUDA context and the
+caching allocator's slack, added as `other`.
 """
 
 from __future__ import annotations
@@ -216,9 +217,10 @@ def estimate_memory(
     shape = resolve_transformer_config(variant_or_transformer_config)
     batch = batch_size or config.optimization.batch_size
     tokens = ltx_video.token_count(width, height, frames) * batch
-    from ltxtrainer.training.model_setup import weight_dtype
+    from ltxtrainer.training.model_setup import adapters_in_low_precision, weight_dtype
 
-    dtype = weight_dtype(config, torch.device(device_type))
+    device = torch.device(device_type)
+    dtype = weight_dtype(config, device)
     element = torch.empty((), dtype=dtype).element_size()
     model_width = shape.get("num_attention_heads", 32) * shape.get("attention_head_dim", 64)
     layers = shape.get("num_layers", 28)
@@ -238,9 +240,10 @@ def estimate_memory(
         weights = 0  # the trained weights are the base, counted with their gradients and moments
 
     blocks = max(layers, 1)
-    # fp32 adapters on a bf16/fp16 base each keep an fp32 copy of their input (the CPU);
-    # otherwise they share the base's tensors (model_setup.adapters_in_low_precision).
-    copies = lora_mode and element == 2 and device_type == "cpu"
+    # Adapters computing in the base's bf16/fp16 share its tensors and keep bf16 casts of their
+    # weights; fp32 adapters on a bf16/fp16 base (the CPU) each keep an fp32 copy of their input.
+    low_precision_adapters = adapters_in_low_precision(config, device)
+    copies = lora_mode and element == 2 and not low_precision_adapters
     video_inputs = counts["video_inputs_each"] * _FP32_COPY_BYTES if copies else counts["video_inputs_shared"] * element
     prompt_inputs = counts["prompt_inputs_each"] * _FP32_COPY_BYTES if copies else counts["prompt_inputs_shared"] * element
     adapter_element = 4 if copies else element  # the adapters' rank-sized intermediate results
@@ -253,8 +256,7 @@ def estimate_memory(
     if counts["prompt_inputs_each"]:
         per_prompt += _PROMPT_TRAINABLE_KV_PER_TOKEN_WIDTH
     prompt_tokens = PROMPT_TOKENS * batch
-    # Adapters computing in bf16 keep the bf16 casts of their weights for backward.
-    weight_casts = counts["lora"] * element if lora_mode and element == 2 and not copies else 0
+    weight_casts = counts["lora"] * element if low_precision_adapters else 0
     block_saved = (
         tokens * (model_width * per_block + counts["lora_video_modules"] / blocks * rank * adapter_element)
         + prompt_tokens * model_width * per_prompt

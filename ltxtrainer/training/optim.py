@@ -31,7 +31,7 @@ def build_optimizer(parameters: list[torch.nn.Parameter], config: TrainerConfig,
     # follows each tensor wherever it is.
     fused = not (device.type == "cuda" and config.acceleration.block_offload)
     return torch.optim.AdamW(
-        parameters, lr=options.learning_rate, weight_decay=options.weight_decay, fused=fused, foreach=False if not fused else None,
+        parameters, lr=options.learning_rate, weight_decay=options.weight_decay, fused=fused, foreach=None if fused else False,
     )
 
 

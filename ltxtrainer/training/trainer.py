@@ -159,9 +159,10 @@ def _make_accelerator(config: TrainerConfig):
     if mixed == "fp16" and not torch.cuda.is_available():
         progress.say("fp16 mixed precision needs a GPU; training in full precision on the CPU.")
         mixed = "no"
-    # LoRA on a bf16/fp16 base: the adapted layers run under their own autocast
-    # (model_setup.run_adapters_in_autocast); accelerate keeps mixed precision for the gradient
-    # scaler (fp16) and FSDP, but must not wrap the whole forward in a second autocast.
+    # LoRA on a bf16/fp16 base: the base runs in its own dtype and the adapters choose their own
+    # precision (model_setup.adapters_in_low_precision: autocast on a GPU, fp32 on a CPU);
+    # accelerate keeps mixed precision for the gradient scaler (fp16) and FSDP, but must not wrap
+    # the whole forward in autocast.
     handlers = [AutocastKwargs(enabled=False)] if config.model.training_mode == "lora" and mixed != "no" else []
     return Accelerator(mixed_precision=mixed, kwargs_handlers=handlers)
 
