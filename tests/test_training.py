@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -20,12 +21,19 @@ from tests.precomputed import write_sample
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_config(model_dir: Path, data_dir: Path, output_dir: Path, **overrides) -> dict:
+def make_config(model_dir: Path, data_dir: Path, output_dir: Path, validation: bool = False, **overrides) -> dict:
+    """configs/tiny_demo.yaml (the templates' settings at tiny size) for these folders.
+
+    `validation=True` keeps the template's validation as users run it (a video before the first
+    step and every interval); without it validation is off, for tests about something else, where
+    a render would cost time and add transformer calls. Checkpoints are off unless overridden.
+    """
     data = yaml.safe_load((REPO / "configs" / "tiny_demo.yaml").read_text(encoding="utf-8"))
     data["model"]["model_source"] = str(model_dir)
     data["data"]["preprocessed_data_root"] = str(data_dir)
     data["output_dir"] = str(output_dir)
-    data["validation"]["interval"] = None
+    if not validation:
+        data["validation"]["interval"] = None
     data["checkpoints"]["interval"] = None
     for dotted, value in overrides.items():
         section, _, field = dotted.rpartition(".")
@@ -36,8 +44,9 @@ def make_config(model_dir: Path, data_dir: Path, output_dir: Path, **overrides) 
     return data
 
 
-def train(model_dir, data_dir, output_dir, resume=False, **overrides):
-    return run_training(config_from_dict(make_config(model_dir, data_dir, output_dir, **overrides)), resume=resume)
+def train(model_dir, data_dir, output_dir, resume=False, validation=False, **overrides):
+    config = make_config(model_dir, data_dir, output_dir, validation=validation, **overrides)
+    return run_training(config_from_dict(config), resume=resume)
 
 
 def step_losses(output_dir: Path) -> list[float]:
@@ -259,39 +268,163 @@ def test_training_inputs_match_what_the_pipeline_feeds_the_transformer(tiny_mode
     assert tuple(training["rope_interpolation_scale"]) == pytest.approx(tuple(inference["rope_interpolation_scale"]))
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"acceleration.mixed_precision_mode": "bf16"},
-        {"optimization.optimizer_type": "adamw8bit"},
-        {"optimization.enable_gradient_checkpointing": True, "optimization.scheduler_type": "cosine"},
-        {"acceleration.quantization": "fp8-quanto", "optimization.scheduler_params": {"warmup_steps": 1}},
-        {"acceleration.quantization": "int4-quanto", "acceleration.mixed_precision_mode": "bf16"},
-        # inductor builds C++ kernels for the CPU (gcc is on every machine): ~30-60 s, the slowest case here
-        {"acceleration.compile_with_inductor": True, "acceleration.mixed_precision_mode": "bf16"},
-    ],
-    ids=["bf16", "adamw8bit", "checkpointing", "fp8-quanto", "int4-quanto-bf16", "compile-bf16"],
-)
-def test_memory_and_precision_options_train(tiny_model_dir, one_clip, tmp_path, options):
-    """Several runs in one process with different settings (accelerate keeps per-process state)."""
-    result = train(tiny_model_dir, one_clip, tmp_path / "run", **{"optimization.steps": 3, **options})
-    assert result.final_step == 3
-    losses = step_losses(tmp_path / "run")
-    assert len(losses) == 3 and all(loss == loss and loss < 100 for loss in losses)
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """Two tiny clips shared by the option matrix (the tests only read them)."""
+    root = tmp_path_factory.mktemp("clips")
+    for index in range(2):
+        write_sample(root, f"clip{index}", frames=2, height=2, width=2, seed=index)
+    return root
+
+
+@contextlib.contextmanager
+def the_trained_transformer():
+    """Yields a list that receives the transformer the trainer builds, as it runs its first forward.
+
+    A global forward hook: run_training loads its own transformer, and this is the only way to look
+    at it without replacing any part of the trainer.
+    """
+    from diffusers import LTXVideoTransformer3DModel
+
+    seen: list = []
+
+    def keep(module, args, output):
+        if isinstance(module, LTXVideoTransformer3DModel) and not seen:
+            seen.append(module)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(keep)
+    try:
+        yield seen
+    finally:
+        hook.remove()
+
+
+def base_layer(transformer) -> torch.nn.Module:
+    return transformer.transformer_blocks[0].attn1.to_q.base_layer
+
+
+MATRIX = [  # every quantization with bf16, both precisions, checkpointing on and off with bf16
+    ("none", "bf16", True), ("int8-quanto", "bf16", False), ("int4-quanto", "bf16", True),
+    ("int2-quanto", "bf16", False), ("fp8-quanto", "bf16", True), ("none", "no", False), ("int8-quanto", "no", True),
+]
+QTYPES = {"int8-quanto": "qint8", "int4-quanto": "qint4", "int2-quanto": "qint2", "fp8-quanto": "qfloat8_e4m3fn"}
+
+
+@pytest.mark.parametrize(("quantization", "precision", "checkpointing"), MATRIX,
+                         ids=["-".join(map(str, case)) for case in MATRIX])
+def test_precision_quantization_and_checkpointing_train_as_asked(
+    tiny_model_dir, clips, tmp_path, quantization, precision, checkpointing
+):
+    from optimum.quanto import QLinear
+
+    output = tmp_path / "run"
+    with the_trained_transformer() as seen:
+        result = train(tiny_model_dir, clips, output, validation=True, **{
+            "optimization.steps": 2, "acceleration.quantization": quantization,
+            "acceleration.mixed_precision_mode": precision, "optimization.enable_gradient_checkpointing": checkpointing,
+        })
+    assert result.final_step == 2 and (output / "samples" / "step_000000" / "prompt_00_00.mp4").is_file()
+    transformer = seen[0]
+    assert transformer.is_gradient_checkpointing is checkpointing
+    layer = base_layer(transformer)
+    if quantization == "none":
+        assert type(layer) is torch.nn.Linear
+        assert layer.weight.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    else:
+        assert isinstance(layer, QLinear) and layer.weight_qtype.name == QTYPES[quantization]
+    assert transformer.proj_in.weight.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+
+
+def test_fp16_on_a_cpu_says_it_trains_in_full_precision(tiny_model_dir, clips, tmp_path, capsys):
+    with the_trained_transformer() as seen:
+        result = train(tiny_model_dir, clips, tmp_path / "run", validation=True,
+                       **{"optimization.steps": 2, "acceleration.mixed_precision_mode": "fp16"})
+    assert result.final_step == 2
+    assert "fp16 mixed precision needs a GPU; training in full precision on the CPU." in capsys.readouterr().err
+    assert base_layer(seen[0]).weight.dtype == torch.float32
+
+
+def test_adamw8bit_is_bitsandbytes_8bit_adamw(tiny_model_dir, clips, tmp_path):
+    from bitsandbytes.optim import AdamW8bit
+
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.training.trainer import build_training_parts
+
+    overrides = {"optimization.steps": 2, "optimization.optimizer_type": "adamw8bit"}
+    config = config_from_dict(make_config(tiny_model_dir, clips, tmp_path / "run", **overrides))
+    _, optimizer, _, trained = build_training_parts(ltx_video.load_transformer(tiny_model_dir), config, torch.device("cpu"))
+    assert isinstance(optimizer, AdamW8bit) and optimizer.param_groups[0]["params"] == trained
+    assert train(tiny_model_dir, clips, tmp_path / "run", **overrides).final_step == 2
+
+
+def test_fused_adamw_except_under_block_offload_on_a_gpu(tiny_model_dir, clips, tmp_path):
+    """The CUDA branch needs no CUDA to be chosen: the device is a parameter."""
+    from ltxtrainer.training.optim import build_optimizer
+
+    parameters = [torch.nn.Parameter(torch.zeros(4))]
+    for offload, device, fused in [(False, "cpu", True), (True, "cpu", True), (False, "cuda", True), (True, "cuda", False)]:
+        config = config_from_dict(make_config(tiny_model_dir, clips, tmp_path, **{"acceleration.block_offload": offload}))
+        optimizer = build_optimizer(parameters, config, torch.device(device))
+        assert bool(optimizer.defaults["fused"]) is fused, (offload, device)
+        assert optimizer.defaults["foreach"] is (None if fused else False)
+
+
+def test_block_offload_on_a_cpu_says_it_changes_nothing(tiny_model_dir, clips, tmp_path, capsys):
+    result = train(tiny_model_dir, clips, tmp_path / "run", **{"optimization.steps": 2, "acceleration.block_offload": True})
+    assert result.final_step == 2
+    assert "acceleration.block_offload streams blocks to a CUDA GPU" in capsys.readouterr().err
+
+
+def test_the_gpu_setup_of_block_offload_and_autocast_adapters_trains_on_a_cpu(tiny_model_dir, clips, tmp_path):
+    """The GPU's way (group offload hooks, adapters under autocast) needs no CUDA to run: forced here."""
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.training.model_setup import (
+        _adapter_forward_in_autocast,
+        prepare_transformer,
+        trainable_parameters,
+    )
+
+    config = config_from_dict(make_config(tiny_model_dir, clips, tmp_path, **{"acceleration.block_offload": True}))
+    cpu = torch.device("cpu")
+    transformer = prepare_transformer(
+        ltx_video.load_transformer(tiny_model_dir, dtype=torch.bfloat16), config, cpu, gpu_setup=True
+    )
+    block = transformer.transformer_blocks[0]
+    assert "group_offloading" in block._diffusers_hook.hooks  # diffusers' block-level offload is on
+    assert block.attn1.to_q.forward.__func__ is _adapter_forward_in_autocast
+    output = transformer(
+        hidden_states=torch.randn(1, 8, 16, dtype=torch.bfloat16),
+        encoder_hidden_states=torch.randn(1, 4, 32, dtype=torch.bfloat16), timestep=torch.tensor([300.0]),
+        encoder_attention_mask=torch.ones(1, 4, dtype=torch.bool), num_frames=2, height=2, width=2,
+        rope_interpolation_scale=(1 / 3, 32, 32), return_dict=False,
+    )[0]
+    output.float().pow(2).mean().backward()
+    gradients = [parameter.grad for parameter in trainable_parameters(transformer)]
+    assert all(g is not None and g.dtype == torch.float32 for g in gradients)
+    assert any(g.abs().sum() > 0 for g in gradients)
+
+
+def test_compile_compiles_every_transformer_block(tiny_model_dir, clips, tmp_path):
+    """inductor builds C++ kernels for the CPU (gcc is on every machine): ~30-60 s, the slowest case here."""
+    with the_trained_transformer() as seen:
+        result = train(tiny_model_dir, clips, tmp_path / "run", **{
+            "optimization.steps": 2, "acceleration.compile_with_inductor": True,
+        })
+    assert result.final_step == 2
+    assert all(block._compiled_call_impl is not None for block in seen[0].transformer_blocks)
 
 
 def test_a_reference_trainer_config_trains_unchanged_but_for_paths(tiny_model_dir, one_clip, tmp_path):
+    """The spring-2025 generation, 8-bit T5 flag and validation included (its 2B configs: test_templates)."""
     from tests.test_config import REFERENCE_SPRING_2025
+    from tests.test_templates import shrink
 
-    data = yaml.safe_load(REFERENCE_SPRING_2025)
-    data["model"]["model_source"] = str(tiny_model_dir)
-    data["data"]["preprocessed_data_root"] = str(one_clip / ".precomputed")  # its .precomputed form
-    data["output_dir"] = str(tmp_path / "run")
-    data["optimization"]["steps"] = 2
-    data["validation"]["interval"] = None
-    data["acceleration"]["load_text_encoder_in_8bit"] = False  # bitsandbytes 8-bit loading needs CUDA
+    output = tmp_path / "run"
+    data = shrink(yaml.safe_load(REFERENCE_SPRING_2025), tiny_model_dir, one_clip / ".precomputed", output, steps=2)
+    assert data["acceleration"]["load_text_encoder_in_8bit"] and data["validation"]["interval"] == 250
     result = run_training(config_from_dict(data))
     assert result.final_step == 2 and result.lora_path.is_file()
+    assert (output / "samples" / "step_000002" / "prompt_00_00.mp4").is_file()
 
 
 def test_validation_renders_text_and_image_to_video_samples(tiny_model_dir, one_clip, tmp_path):
