@@ -477,3 +477,185 @@ def test_attention_backend_is_a_checked_choice(tiny_model_dir, one_clip, tmp_pat
     with pytest.raises(ConfigError, match="'xformers' is not usable here"):
         train(tiny_model_dir, one_clip, tmp_path / "missing", **{"acceleration.attention_backend": "xformers"})
     assert not (tmp_path / "missing" / "lora_weights.safetensors").exists()
+
+
+def test_validation_prompts_meet_the_model_at_the_datasets_text_length_and_weight_dtype(tiny_model_dir, tmp_path):
+    """T5 runs without a mask, so validation must pad prompts as the dataset's captions were padded."""
+    data = tmp_path / "data"
+    write_sample(data, "clip", frames=2, height=2, width=2, seed=0, text_length=40)
+    from diffusers import LTXVideoTransformer3DModel
+
+    calls: list[dict] = []
+
+    def record(module, args, kwargs):
+        if not torch.is_grad_enabled():  # validation only
+            calls.append(kwargs)
+
+    def watch(module, args):
+        # The transformer is called with keywords only; global hooks do not see them, its own hooks do.
+        if isinstance(module, LTXVideoTransformer3DModel) and not getattr(module, "_test_watched", False):
+            module._test_watched = True
+            module.register_forward_pre_hook(record, with_kwargs=True)
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(watch)
+    try:
+        train(tiny_model_dir, data, tmp_path / "run", validation=True, **{"optimization.steps": 1})
+    finally:
+        hook.remove()
+    assert calls
+    for kwargs in calls:
+        assert kwargs["encoder_hidden_states"].shape[1] == 40
+        assert kwargs["encoder_hidden_states"].dtype == kwargs["hidden_states"].dtype == torch.bfloat16
+
+
+def test_a_timestep_conditioned_vae_decodes_with_the_examples_noise(tiny_model_dir, tmp_path):
+    from diffusers import AutoencoderKLLTXVideo
+
+    from ltxtrainer.config import ValidationConfig
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.models.tiny import VAE_CONFIG
+    from ltxtrainer.training.validation import DECODE_TIMESTEP, encode_validation_prompts, sample_videos
+
+    validation = ValidationConfig(prompts=["a red square"], video_dims=(64, 64, 9), inference_steps=2, frame_rate=24.0)
+    cpu = torch.device("cpu")
+    inputs = encode_validation_prompts(str(tiny_model_dir), validation, cpu, max_sequence_length=16)
+    vae = AutoencoderKLLTXVideo(**{**VAE_CONFIG, "timestep_conditioning": True}).eval()
+    decode_timesteps = []
+    hook = vae.decoder.register_forward_pre_hook(lambda module, args: decode_timesteps.append(args[1]))
+    videos = sample_videos(
+        ltx_video.load_transformer(tiny_model_dir), vae, ltx_video.load_scheduler(tiny_model_dir), inputs, validation,
+        tmp_path / "samples", cpu, torch.float32,
+    )
+    hook.remove()
+    assert len(videos) == 1 and videos[0].is_file()
+    assert decode_timesteps and torch.allclose(decode_timesteps[0].float(), torch.tensor(DECODE_TIMESTEP))
+
+
+def test_8bit_t5_encodes_validation_prompts_when_its_device_allows(tiny_model_dir):
+    """bitsandbytes' 8-bit T5 is the GPU branch; it needs no CUDA to run, so it is forced on the CPU here."""
+    from bitsandbytes.nn import Linear8bitLt
+
+    from ltxtrainer.config import ValidationConfig
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.training.validation import encode_validation_prompts
+
+    encoder = ltx_video.load_text_encoder(tiny_model_dir, load_in_8bit=True)
+    assert isinstance(encoder.encoder.block[0].layer[0].SelfAttention.q, Linear8bitLt)
+    validation = ValidationConfig(prompts=["a red square"])
+    cpu = torch.device("cpu")
+    full = encode_validation_prompts(str(tiny_model_dir), validation, cpu, 16, load_in_8bit=True)  # CPU: flag ignored
+    eight = encode_validation_prompts(str(tiny_model_dir), validation, cpu, 16, load_in_8bit=True, use_8bit_on=("cpu",))
+    assert not torch.equal(full.prompt_embeds, eight.prompt_embeds)  # the quantized encoder ran
+    cosine = torch.nn.functional.cosine_similarity(full.prompt_embeds.flatten(), eight.prompt_embeds.flatten(), dim=0)
+    assert cosine > 0.99
+
+
+def test_validation_after_the_loop_when_the_steps_end_between_intervals(tiny_model_dir, one_clip, tmp_path):
+    train(tiny_model_dir, one_clip, tmp_path / "run", validation=True, **{
+        "optimization.steps": 3, "validation.interval": 2, "validation.skip_initial_validation": True,
+    })
+    samples = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
+    assert samples == ["step_000002", "step_000003"]
+
+
+def test_out_of_memory_in_the_first_validation_is_a_readable_failure(tiny_model_dir, one_clip, tmp_path):
+    from diffusers import LTXVideoTransformer3DModel
+
+    from ltxtrainer.training.trainer import TrainingFailed
+
+    def out_of_memory_while_rendering(module, args, output):
+        if isinstance(module, LTXVideoTransformer3DModel) and not torch.is_grad_enabled():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    hook = torch.nn.modules.module.register_module_forward_hook(out_of_memory_while_rendering)
+    try:
+        with pytest.raises(TrainingFailed, match="while rendering the validation videos of step 0.*validation.video_dims"):
+            train(tiny_model_dir, one_clip, tmp_path / "run", validation=True, **{"optimization.steps": 2})
+    finally:
+        hook.remove()
+    end = json.loads((tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert end["event"] == "train_end" and end["status"] == "out_of_memory" and end["step"] == 0
+
+
+def test_load_checkpoint_latest_a_lora_file_or_a_missing_path(tiny_model_dir, one_clip, tmp_path):
+    from ltxtrainer.training.trainer import TrainingFailed
+
+    first = train(tiny_model_dir, one_clip, tmp_path / "first", **{"optimization.steps": 2})
+
+    # 'latest': this run's own latest checkpoint, as --resume
+    latest = train(tiny_model_dir, one_clip, tmp_path / "first", **{
+        "optimization.steps": 3, "model.load_checkpoint": "latest",
+    })
+    steps = [json.loads(line) for line in (tmp_path / "first" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert latest.final_step == 3 and [r["step"] for r in steps if r["event"] == "step"] == [1, 2, 3]
+
+    # a LoRA file: a new run starts from its weights (a learning rate of ~0 keeps them)
+    warm = train(tiny_model_dir, one_clip, tmp_path / "warm", **{
+        "optimization.steps": 1, "optimization.learning_rate": 1e-12, "model.load_checkpoint": str(first.lora_path),
+    })
+    expected, actual = load_file(str(first.lora_path)), load_file(str(warm.lora_path))
+    assert any(value.abs().sum() > 0 for key, value in expected.items() if "lora_B" in key)
+    for key in expected:
+        torch.testing.assert_close(actual[key].float(), expected[key].float(), rtol=1e-4, atol=1e-6)
+
+    with pytest.raises(TrainingFailed, match="cannot start this run.*lora.rank"):
+        train(tiny_model_dir, one_clip, tmp_path / "other", **{
+            "optimization.steps": 1, "lora.rank": 4, "model.load_checkpoint": str(first.lora_path),
+        })
+    missing = tmp_path / "没有 missing.safetensors"
+    with pytest.raises(TrainingFailed, match="does not exist"):
+        train(tiny_model_dir, one_clip, tmp_path / "missing", **{"model.load_checkpoint": str(missing)})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"lora.rank": 4}, "(?s)Cannot resume from .*size mismatch"), ({"model.training_mode": "full"}, "mode")],
+    ids=["rank", "mode"],
+)
+def test_resuming_with_another_rank_or_mode_is_refused_by_name(tiny_model_dir, one_clip, tmp_path, change, message):
+    from ltxtrainer.training.checkpoints import CheckpointError
+
+    train(tiny_model_dir, one_clip, tmp_path / "run", **{"optimization.steps": 2})
+    with pytest.raises(CheckpointError, match=message):
+        train(tiny_model_dir, one_clip, tmp_path / "run", resume=True, **{"optimization.steps": 3, **change})
+
+
+def test_an_unexpected_error_leaves_its_traceback_in_error_log(tiny_model_dir, one_clip, tmp_path, capsys):
+    """A defect is not passed off as the user's mistake: one line, and the full report in a file."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    from ltxtrainer.training.run import EXIT_FAILED, train_from_file
+
+    def a_defect(module, args, output):
+        if isinstance(module, LTXVideoTransformer3DModel):
+            raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+
+    output = tmp_path / "运行 run"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(make_config(tiny_model_dir, one_clip, output, **{"optimization.steps": 2})),
+                      encoding="utf-8")
+    hook = torch.nn.modules.module.register_module_forward_hook(a_defect)
+    try:
+        assert train_from_file(config) == EXIT_FAILED
+    finally:
+        hook.remove()
+    log = output / "error.log"
+    stderr = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stderr.startswith("Training did not finish: unexpected error TypeError") and str(log) in stderr
+    report = log.read_text(encoding="utf-8")
+    assert report.startswith("Traceback") and "a_defect" in report and "unsupported operand" in report
+
+
+def test_a_users_mistake_is_one_paragraph_without_an_error_log(tiny_model_dir, one_clip, tmp_path, capsys):
+    from ltxtrainer.training.run import EXIT_FAILED, train_from_file
+
+    output = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    bad = make_config(tiny_model_dir, one_clip, output, **{
+        "optimization.steps": 2, "flow_matching.timestep_sampling_params": {"stdd": 1.0},
+    })
+    config.write_text(yaml.safe_dump(bad), encoding="utf-8")
+    assert train_from_file(config) == EXIT_FAILED
+    stderr = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stderr.startswith("Training did not finish: flow_matching.timestep_sampling_params: unknown ['stdd']")
+    assert not (output / "error.log").exists()

@@ -257,8 +257,9 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
             try:
                 load_lora_into(transformer, start_point)
             except (ValueError, RuntimeError, SafetensorError) as error:  # another rank, targets or model; not a LoRA
+                first_lines = " ".join(str(error).splitlines()[:2])  # a size mismatch lists every tensor
                 raise TrainingFailed(
-                    f"model.load_checkpoint {start_point} cannot start this run: {error} Give a LoRA file trained "
+                    f"model.load_checkpoint {start_point} cannot start this run: {first_lines} Give a LoRA file trained "
                     "with this model and the same lora.rank and lora.target_modules, or a checkpoint folder."
                 ) from None
             progress.say(f"Starting from the LoRA weights in {start_point}.")
