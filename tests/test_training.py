@@ -409,6 +409,7 @@ def test_compile_compiles_every_transformer_block(tiny_model_dir, clips, tmp_pat
     with the_trained_transformer() as seen:
         result = train(tiny_model_dir, clips, tmp_path / "run", **{
             "optimization.steps": 2, "acceleration.compile_with_inductor": True,
+            "optimization.enable_gradient_checkpointing": False,  # recompiles the checkpointed blocks: 2x the time
         })
     assert result.final_step == 2
     assert all(block._compiled_call_impl is not None for block in seen[0].transformer_blocks)

@@ -50,8 +50,11 @@ def train_from_file(config_path: str | Path, resume: bool = False) -> int:
         return EXIT_STOPPED
     except EXPECTED_FAILURES as error:
         return _fail(str(error))
-    except torch.OutOfMemoryError:  # while loading the model, before the loop's own handler
-        return _fail(f"Out of GPU memory while loading the model. {MEMORY_ADVICE}")
+    except torch.OutOfMemoryError:  # outside the loop's own handler: loading, or the videos after the last step
+        return _fail(
+            "Out of GPU memory outside the training steps (loading the model or rendering the last validation "
+            f"videos). {MEMORY_ADVICE}"
+        )
     except Exception as error:  # a defect, not the user's doing: keep everything needed to fix it
         folder = Path(config.output_dir) if config is not None else Path(config_path).resolve().parent
         log = write_error_log(folder)
