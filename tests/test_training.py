@@ -660,3 +660,17 @@ def test_a_users_mistake_is_one_paragraph_without_an_error_log(tiny_model_dir, o
     stderr = capsys.readouterr().err.strip().splitlines()[-1]
     assert stderr.startswith("Training did not finish: flow_matching.timestep_sampling_params: unknown ['stdd']")
     assert not (output / "error.log").exists()
+
+
+def test_the_datasets_fps_and_text_length_are_read_from_current_and_legacy_files(tmp_path):
+    """Validation reads the median fps and the T5 length from the files, in torch's zip and legacy formats."""
+    from ltxtrainer.training.validation import dataset_frame_rate, dataset_text_length
+
+    for index, fps in enumerate((12.0, 30.0, 25.0)):
+        write_sample(tmp_path, f"clip{index}", frames=2, height=2, width=2, seed=index, text_length=20, fps=fps)
+    for kind in ("latents", "conditions"):  # written by an older torch / the early reference trainer
+        legacy = tmp_path / ".precomputed" / kind / "clip0.pt"
+        torch.save(torch.load(legacy, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    dataset = PrecomputedDataset(tmp_path)
+    assert dataset_frame_rate(dataset) == 25.0
+    assert dataset_text_length(dataset) == 20

@@ -41,8 +41,14 @@ class ValidationInputs:
 
 
 def _header(path: Path) -> dict:
-    """A precomputed file's tensors memory-mapped: shapes and scalars without reading every latent."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    """A precomputed file's tensors memory-mapped: shapes and scalars without reading every latent.
+
+    The dataset has opened every file once already, so a file that cannot be read was named there.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # torch's legacy (non-zip) format cannot be mapped: read it whole
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def dataset_text_length(dataset: PrecomputedDataset) -> int:
