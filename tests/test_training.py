@@ -469,10 +469,13 @@ def test_attention_backend_is_a_checked_choice(tiny_model_dir, one_clip, tmp_pat
     one is refused by name before anything trains."""
     from ltxtrainer.config import ConfigError
 
-    result = train(tiny_model_dir, one_clip, tmp_path / "math", **{
-        "optimization.steps": 2, "acceleration.attention_backend": "_native_math",
-    })
+    with the_trained_transformer() as seen:
+        result = train(tiny_model_dir, one_clip, tmp_path / "math", **{
+            "optimization.steps": 2, "acceleration.attention_backend": "_native_math",
+        })
     assert result.final_step == 2
+    attentions = [block.attn1 for block in seen[0].transformer_blocks] + [block.attn2 for block in seen[0].transformer_blocks]
+    assert {attention.processor._attention_backend for attention in attentions} == {"_native_math"}
     with pytest.raises(ConfigError, match="acceleration.attention_backend.*allowed: .*flash"):
         train(tiny_model_dir, one_clip, tmp_path / "typo", **{"acceleration.attention_backend": "flsh"})
     with pytest.raises(ConfigError, match="'xformers' is not usable here"):
