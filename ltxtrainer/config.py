@@ -123,12 +123,18 @@ class ValidationConfig(Section):
     reference_videos: list[str] | None = None
     video_dims: tuple[int, int, int] = Field(default=(704, 480, 161), description="Width, height, frames.")
     seed: int = 42
-    inference_steps: int = Field(default=50, ge=1, le=500)
+    # At least 2: with one step diffusers' FlowMatchEulerDiscreteScheduler (0.42) indexes past its
+    # sigma schedule and the pipeline raises an IndexError.
+    inference_steps: int = Field(default=50, ge=2, le=500, description="Denoising steps of each validation video (2 or more).")
     interval: int | None = Field(default=100, ge=1, description="Steps between validation videos; null disables.")
     videos_per_prompt: int = Field(default=1, ge=1, le=16)
     guidance_scale: float = Field(default=3.5, ge=0.0, le=50.0)
     skip_initial_validation: bool = False
-    frame_rate: float = Field(default=25.0, gt=0.0, le=120.0, description="ltxtrainer addition: fps given to the pipeline.")
+    frame_rate: float | None = Field(
+        default=None, gt=0.0, le=120.0,
+        description="ltxtrainer addition: fps given to the pipeline and written into the videos; empty: the "
+        "median fps of the dataset's clips (written into the run's training_config.yaml).",
+    )
 
     @field_validator("video_dims")
     @classmethod

@@ -187,3 +187,19 @@ def test_property_any_values_are_accepted_or_refused_with_a_named_field(rank, le
         with pytest.raises(ConfigError) as error:
             config_from_dict(data)
         assert any(name in str(error.value) for name in ("lora.rank", "optimization.learning_rate", "validation.video_dims"))
+
+
+def test_one_validation_step_is_refused_before_diffusers_scheduler_fails_on_it():
+    data = yaml.safe_load(REFERENCE_SPRING_2025)
+    data["validation"]["inference_steps"] = 1
+    with pytest.raises(ConfigError, match="validation.inference_steps = 1: .*greater than or equal to 2"):
+        config_from_dict(data)
+    data["validation"]["inference_steps"] = 2
+    assert config_from_dict(data).validation.inference_steps == 2
+
+
+def test_the_validation_frame_rate_defaults_to_the_datasets():
+    data = yaml.safe_load(REFERENCE_SPRING_2025)
+    assert config_from_dict(data).validation.frame_rate is None
+    data["validation"]["frame_rate"] = 12
+    assert config_from_dict(data).validation.frame_rate == 12.0

@@ -1,7 +1,9 @@
 """The GPU-only paths of the trainer, on the tiny model: they are skipped where no CUDA device is.
 
 Run them on a GPU machine with `./run.sh test tests/test_gpu.py`: bf16 adapters under autocast,
-fp16 with accelerate's gradient scaler, deferred loss reads, and diffusers' block offload.
+fp16 with accelerate's gradient scaler, deferred loss reads, diffusers' block offload, the 8-bit T5
+and the validation videos rendered and decoded on the GPU. Each run starts from a shipped template,
+shrunk as tests/test_templates.py shrinks it, with its validation (step 0 included) on.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ import json
 
 import pytest
 import torch
+import yaml
 
+from ltxtrainer.config import config_from_dict
+from ltxtrainer.training.trainer import run_training
 from tests.precomputed import write_sample
-from tests.test_training import step_losses, train
+from tests.test_templates import CONFIGS, sample_videos, shrink
+from tests.test_training import step_losses
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -30,19 +36,22 @@ def _step_records(output_dir) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("template", "acceleration"),
     [
-        {"acceleration.mixed_precision_mode": "bf16"},
-        {"acceleration.mixed_precision_mode": "fp16"},
-        {"acceleration.mixed_precision_mode": "bf16", "acceleration.block_offload": True},
-        {"acceleration.mixed_precision_mode": "bf16", "acceleration.quantization": "int8-quanto",
-         "optimization.enable_gradient_checkpointing": True},
+        ("ltx_13b_lora_template.yaml", {}),
+        ("ltx_13b_lora_template.yaml", {"mixed_precision_mode": "fp16"}),
+        ("ltx_13b_lora_template.yaml", {"block_offload": True}),
+        ("ltx_13b_lora_int8-quanto_template.yaml", {"load_text_encoder_in_8bit": True}),
     ],
-    ids=["bf16", "fp16-scaler", "block-offload", "int8-checkpointing"],
+    ids=["bf16", "fp16-scaler", "block-offload", "int8-8bit-t5"],
 )
-def test_trains_on_the_gpu_and_logs_every_step_once(tiny_model_dir, clips, tmp_path, overrides):
-    result = train(tiny_model_dir, clips, tmp_path / "run", **{"optimization.steps": 6, **overrides})
+def test_trains_and_validates_on_the_gpu_and_logs_every_step_once(tiny_model_dir, clips, tmp_path, template, acceleration):
+    data = shrink(yaml.safe_load((CONFIGS / template).read_text(encoding="utf-8")), tiny_model_dir, clips,
+                  tmp_path / "run", steps=6)
+    data["acceleration"].update(acceleration)
+    result = run_training(config_from_dict(data))
     assert result.final_step == 6 and result.lora_path.is_file()
+    assert sample_videos(tmp_path / "run", 0) and sample_videos(tmp_path / "run", 6)
     records = _step_records(tmp_path / "run")
     assert [record["step"] for record in records] == list(range(1, 7))
     assert all(map(torch.isfinite, map(torch.tensor, step_losses(tmp_path / "run"))))

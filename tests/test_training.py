@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -20,12 +21,19 @@ from tests.precomputed import write_sample
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_config(model_dir: Path, data_dir: Path, output_dir: Path, **overrides) -> dict:
+def make_config(model_dir: Path, data_dir: Path, output_dir: Path, validation: bool = False, **overrides) -> dict:
+    """configs/tiny_demo.yaml (the templates' settings at tiny size) for these folders.
+
+    `validation=True` keeps the template's validation as users run it (a video before the first
+    step and every interval); without it validation is off, for tests about something else, where
+    a render would cost time and add transformer calls. Checkpoints are off unless overridden.
+    """
     data = yaml.safe_load((REPO / "configs" / "tiny_demo.yaml").read_text(encoding="utf-8"))
     data["model"]["model_source"] = str(model_dir)
     data["data"]["preprocessed_data_root"] = str(data_dir)
     data["output_dir"] = str(output_dir)
-    data["validation"]["interval"] = None
+    if not validation:
+        data["validation"]["interval"] = None
     data["checkpoints"]["interval"] = None
     for dotted, value in overrides.items():
         section, _, field = dotted.rpartition(".")
@@ -36,8 +44,9 @@ def make_config(model_dir: Path, data_dir: Path, output_dir: Path, **overrides) 
     return data
 
 
-def train(model_dir, data_dir, output_dir, resume=False, **overrides):
-    return run_training(config_from_dict(make_config(model_dir, data_dir, output_dir, **overrides)), resume=resume)
+def train(model_dir, data_dir, output_dir, resume=False, validation=False, **overrides):
+    config = make_config(model_dir, data_dir, output_dir, validation=validation, **overrides)
+    return run_training(config_from_dict(config), resume=resume)
 
 
 def step_losses(output_dir: Path) -> list[float]:
@@ -259,39 +268,164 @@ def test_training_inputs_match_what_the_pipeline_feeds_the_transformer(tiny_mode
     assert tuple(training["rope_interpolation_scale"]) == pytest.approx(tuple(inference["rope_interpolation_scale"]))
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"acceleration.mixed_precision_mode": "bf16"},
-        {"optimization.optimizer_type": "adamw8bit"},
-        {"optimization.enable_gradient_checkpointing": True, "optimization.scheduler_type": "cosine"},
-        {"acceleration.quantization": "fp8-quanto", "optimization.scheduler_params": {"warmup_steps": 1}},
-        {"acceleration.quantization": "int4-quanto", "acceleration.mixed_precision_mode": "bf16"},
-        # inductor builds C++ kernels for the CPU (gcc is on every machine): ~30-60 s, the slowest case here
-        {"acceleration.compile_with_inductor": True, "acceleration.mixed_precision_mode": "bf16"},
-    ],
-    ids=["bf16", "adamw8bit", "checkpointing", "fp8-quanto", "int4-quanto-bf16", "compile-bf16"],
-)
-def test_memory_and_precision_options_train(tiny_model_dir, one_clip, tmp_path, options):
-    """Several runs in one process with different settings (accelerate keeps per-process state)."""
-    result = train(tiny_model_dir, one_clip, tmp_path / "run", **{"optimization.steps": 3, **options})
-    assert result.final_step == 3
-    losses = step_losses(tmp_path / "run")
-    assert len(losses) == 3 and all(loss == loss and loss < 100 for loss in losses)
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """Two tiny clips shared by the option matrix (the tests only read them)."""
+    root = tmp_path_factory.mktemp("clips")
+    for index in range(2):
+        write_sample(root, f"clip{index}", frames=2, height=2, width=2, seed=index)
+    return root
+
+
+@contextlib.contextmanager
+def the_trained_transformer():
+    """Yields a list that receives the transformer the trainer builds, as it runs its first forward.
+
+    A global forward hook: run_training loads its own transformer, and this is the only way to look
+    at it without replacing any part of the trainer.
+    """
+    from diffusers import LTXVideoTransformer3DModel
+
+    seen: list = []
+
+    def keep(module, args, output):
+        if isinstance(module, LTXVideoTransformer3DModel) and not seen:
+            seen.append(module)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(keep)
+    try:
+        yield seen
+    finally:
+        hook.remove()
+
+
+def base_layer(transformer) -> torch.nn.Module:
+    return transformer.transformer_blocks[0].attn1.to_q.base_layer
+
+
+MATRIX = [  # every quantization with bf16, both precisions, checkpointing on and off with bf16
+    ("none", "bf16", True), ("int8-quanto", "bf16", False), ("int4-quanto", "bf16", True),
+    ("int2-quanto", "bf16", False), ("fp8-quanto", "bf16", True), ("none", "no", False), ("int8-quanto", "no", True),
+]
+QTYPES = {"int8-quanto": "qint8", "int4-quanto": "qint4", "int2-quanto": "qint2", "fp8-quanto": "qfloat8_e4m3fn"}
+
+
+@pytest.mark.parametrize(("quantization", "precision", "checkpointing"), MATRIX,
+                         ids=["-".join(map(str, case)) for case in MATRIX])
+def test_precision_quantization_and_checkpointing_train_as_asked(
+    tiny_model_dir, clips, tmp_path, quantization, precision, checkpointing
+):
+    from optimum.quanto import QLinear
+
+    output = tmp_path / "run"
+    with the_trained_transformer() as seen:
+        result = train(tiny_model_dir, clips, output, validation=True, **{
+            "optimization.steps": 2, "acceleration.quantization": quantization,
+            "acceleration.mixed_precision_mode": precision, "optimization.enable_gradient_checkpointing": checkpointing,
+        })
+    assert result.final_step == 2 and (output / "samples" / "step_000000" / "prompt_00_00.mp4").is_file()
+    transformer = seen[0]
+    assert transformer.is_gradient_checkpointing is checkpointing
+    layer = base_layer(transformer)
+    if quantization == "none":
+        assert type(layer) is torch.nn.Linear
+        assert layer.weight.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    else:
+        assert isinstance(layer, QLinear) and layer.weight_qtype.name == QTYPES[quantization]
+    assert transformer.proj_in.weight.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+
+
+def test_fp16_on_a_cpu_says_it_trains_in_full_precision(tiny_model_dir, clips, tmp_path, capsys):
+    with the_trained_transformer() as seen:
+        result = train(tiny_model_dir, clips, tmp_path / "run", validation=True,
+                       **{"optimization.steps": 2, "acceleration.mixed_precision_mode": "fp16"})
+    assert result.final_step == 2
+    assert "fp16 mixed precision needs a GPU; training in full precision on the CPU." in capsys.readouterr().err
+    assert base_layer(seen[0]).weight.dtype == torch.float32
+
+
+def test_adamw8bit_is_bitsandbytes_8bit_adamw(tiny_model_dir, clips, tmp_path):
+    from bitsandbytes.optim import AdamW8bit
+
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.training.trainer import build_training_parts
+
+    overrides = {"optimization.steps": 2, "optimization.optimizer_type": "adamw8bit"}
+    config = config_from_dict(make_config(tiny_model_dir, clips, tmp_path / "run", **overrides))
+    _, optimizer, _, trained = build_training_parts(ltx_video.load_transformer(tiny_model_dir), config, torch.device("cpu"))
+    assert isinstance(optimizer, AdamW8bit) and optimizer.param_groups[0]["params"] == trained
+    assert train(tiny_model_dir, clips, tmp_path / "run", **overrides).final_step == 2
+
+
+def test_fused_adamw_except_under_block_offload_on_a_gpu(tiny_model_dir, clips, tmp_path):
+    """The CUDA branch needs no CUDA to be chosen: the device is a parameter."""
+    from ltxtrainer.training.optim import build_optimizer
+
+    parameters = [torch.nn.Parameter(torch.zeros(4))]
+    for offload, device, fused in [(False, "cpu", True), (True, "cpu", True), (False, "cuda", True), (True, "cuda", False)]:
+        config = config_from_dict(make_config(tiny_model_dir, clips, tmp_path, **{"acceleration.block_offload": offload}))
+        optimizer = build_optimizer(parameters, config, torch.device(device))
+        assert bool(optimizer.defaults["fused"]) is fused, (offload, device)
+        assert optimizer.defaults["foreach"] is (None if fused else False)
+
+
+def test_block_offload_on_a_cpu_says_it_changes_nothing(tiny_model_dir, clips, tmp_path, capsys):
+    result = train(tiny_model_dir, clips, tmp_path / "run", **{"optimization.steps": 2, "acceleration.block_offload": True})
+    assert result.final_step == 2
+    assert "acceleration.block_offload streams blocks to a CUDA GPU" in capsys.readouterr().err
+
+
+def test_the_gpu_setup_of_block_offload_and_autocast_adapters_trains_on_a_cpu(tiny_model_dir, clips, tmp_path):
+    """The GPU's way (group offload hooks, adapters under autocast) needs no CUDA to run: forced here."""
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.training.model_setup import (
+        _adapter_forward_in_autocast,
+        prepare_transformer,
+        trainable_parameters,
+    )
+
+    config = config_from_dict(make_config(tiny_model_dir, clips, tmp_path, **{"acceleration.block_offload": True}))
+    cpu = torch.device("cpu")
+    transformer = prepare_transformer(
+        ltx_video.load_transformer(tiny_model_dir, dtype=torch.bfloat16), config, cpu, gpu_setup=True
+    )
+    block = transformer.transformer_blocks[0]
+    assert "group_offloading" in block._diffusers_hook.hooks  # diffusers' block-level offload is on
+    assert block.attn1.to_q.forward.__func__ is _adapter_forward_in_autocast
+    output = transformer(
+        hidden_states=torch.randn(1, 8, 16, dtype=torch.bfloat16),
+        encoder_hidden_states=torch.randn(1, 4, 32, dtype=torch.bfloat16), timestep=torch.tensor([300.0]),
+        encoder_attention_mask=torch.ones(1, 4, dtype=torch.bool), num_frames=2, height=2, width=2,
+        rope_interpolation_scale=(1 / 3, 32, 32), return_dict=False,
+    )[0]
+    output.float().pow(2).mean().backward()
+    gradients = [parameter.grad for parameter in trainable_parameters(transformer)]
+    assert all(g is not None and g.dtype == torch.float32 for g in gradients)
+    assert any(g.abs().sum() > 0 for g in gradients)
+
+
+def test_compile_compiles_every_transformer_block(tiny_model_dir, clips, tmp_path):
+    """inductor builds C++ kernels for the CPU (gcc is on every machine): ~30-60 s, the slowest case here."""
+    with the_trained_transformer() as seen:
+        result = train(tiny_model_dir, clips, tmp_path / "run", **{
+            "optimization.steps": 2, "acceleration.compile_with_inductor": True,
+            "optimization.enable_gradient_checkpointing": False,  # recompiles the checkpointed blocks: 2x the time
+        })
+    assert result.final_step == 2
+    assert all(block._compiled_call_impl is not None for block in seen[0].transformer_blocks)
 
 
 def test_a_reference_trainer_config_trains_unchanged_but_for_paths(tiny_model_dir, one_clip, tmp_path):
+    """The spring-2025 generation, 8-bit T5 flag and validation included (its 2B configs: test_templates)."""
     from tests.test_config import REFERENCE_SPRING_2025
+    from tests.test_templates import shrink
 
-    data = yaml.safe_load(REFERENCE_SPRING_2025)
-    data["model"]["model_source"] = str(tiny_model_dir)
-    data["data"]["preprocessed_data_root"] = str(one_clip / ".precomputed")  # its .precomputed form
-    data["output_dir"] = str(tmp_path / "run")
-    data["optimization"]["steps"] = 2
-    data["validation"]["interval"] = None
-    data["acceleration"]["load_text_encoder_in_8bit"] = False  # bitsandbytes 8-bit loading needs CUDA
+    output = tmp_path / "run"
+    data = shrink(yaml.safe_load(REFERENCE_SPRING_2025), tiny_model_dir, one_clip / ".precomputed", output, steps=2)
+    assert data["acceleration"]["load_text_encoder_in_8bit"] and data["validation"]["interval"] == 250
     result = run_training(config_from_dict(data))
     assert result.final_step == 2 and result.lora_path.is_file()
+    assert (output / "samples" / "step_000002" / "prompt_00_00.mp4").is_file()
 
 
 def test_validation_renders_text_and_image_to_video_samples(tiny_model_dir, one_clip, tmp_path):
@@ -335,12 +469,211 @@ def test_attention_backend_is_a_checked_choice(tiny_model_dir, one_clip, tmp_pat
     one is refused by name before anything trains."""
     from ltxtrainer.config import ConfigError
 
-    result = train(tiny_model_dir, one_clip, tmp_path / "math", **{
-        "optimization.steps": 2, "acceleration.attention_backend": "_native_math",
-    })
+    with the_trained_transformer() as seen:
+        result = train(tiny_model_dir, one_clip, tmp_path / "math", **{
+            "optimization.steps": 2, "acceleration.attention_backend": "_native_math",
+        })
     assert result.final_step == 2
+    attentions = [block.attn1 for block in seen[0].transformer_blocks] + [block.attn2 for block in seen[0].transformer_blocks]
+    assert {attention.processor._attention_backend for attention in attentions} == {"_native_math"}
     with pytest.raises(ConfigError, match="acceleration.attention_backend.*allowed: .*flash"):
         train(tiny_model_dir, one_clip, tmp_path / "typo", **{"acceleration.attention_backend": "flsh"})
     with pytest.raises(ConfigError, match="'xformers' is not usable here"):
         train(tiny_model_dir, one_clip, tmp_path / "missing", **{"acceleration.attention_backend": "xformers"})
     assert not (tmp_path / "missing" / "lora_weights.safetensors").exists()
+
+
+def test_validation_prompts_meet_the_model_at_the_datasets_text_length_and_weight_dtype(tiny_model_dir, tmp_path):
+    """T5 runs without a mask, so validation must pad prompts as the dataset's captions were padded."""
+    data = tmp_path / "data"
+    write_sample(data, "clip", frames=2, height=2, width=2, seed=0, text_length=40)
+    from diffusers import LTXVideoTransformer3DModel
+
+    calls: list[dict] = []
+
+    def record(module, args, kwargs):
+        if not torch.is_grad_enabled():  # validation only
+            calls.append(kwargs)
+
+    def watch(module, args):
+        # The transformer is called with keywords only; global hooks do not see them, its own hooks do.
+        if isinstance(module, LTXVideoTransformer3DModel) and not getattr(module, "_test_watched", False):
+            module._test_watched = True
+            module.register_forward_pre_hook(record, with_kwargs=True)
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(watch)
+    try:
+        train(tiny_model_dir, data, tmp_path / "run", validation=True, **{"optimization.steps": 1})
+    finally:
+        hook.remove()
+    assert calls
+    for kwargs in calls:
+        assert kwargs["encoder_hidden_states"].shape[1] == 40
+        assert kwargs["encoder_hidden_states"].dtype == kwargs["hidden_states"].dtype == torch.bfloat16
+
+
+def test_a_timestep_conditioned_vae_decodes_with_the_examples_noise(tiny_model_dir, tmp_path):
+    from diffusers import AutoencoderKLLTXVideo
+
+    from ltxtrainer.config import ValidationConfig
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.models.tiny import VAE_CONFIG
+    from ltxtrainer.training.validation import DECODE_TIMESTEP, encode_validation_prompts, sample_videos
+
+    validation = ValidationConfig(prompts=["a red square"], video_dims=(64, 64, 9), inference_steps=2, frame_rate=24.0)
+    cpu = torch.device("cpu")
+    inputs = encode_validation_prompts(str(tiny_model_dir), validation, cpu, max_sequence_length=16)
+    vae = AutoencoderKLLTXVideo(**{**VAE_CONFIG, "timestep_conditioning": True}).eval()
+    decode_timesteps = []
+    hook = vae.decoder.register_forward_pre_hook(lambda module, args: decode_timesteps.append(args[1]))
+    videos = sample_videos(
+        ltx_video.load_transformer(tiny_model_dir), vae, ltx_video.load_scheduler(tiny_model_dir), inputs, validation,
+        tmp_path / "samples", cpu, torch.float32,
+    )
+    hook.remove()
+    assert len(videos) == 1 and videos[0].is_file()
+    assert decode_timesteps and torch.allclose(decode_timesteps[0].float(), torch.tensor(DECODE_TIMESTEP))
+
+
+def test_8bit_t5_encodes_validation_prompts_when_its_device_allows(tiny_model_dir):
+    """bitsandbytes' 8-bit T5 is the GPU branch; it needs no CUDA to run, so it is forced on the CPU here."""
+    from bitsandbytes.nn import Linear8bitLt
+
+    from ltxtrainer.config import ValidationConfig
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.training.validation import encode_validation_prompts
+
+    encoder = ltx_video.load_text_encoder(tiny_model_dir, load_in_8bit=True)
+    assert isinstance(encoder.encoder.block[0].layer[0].SelfAttention.q, Linear8bitLt)
+    validation = ValidationConfig(prompts=["a red square"])
+    cpu = torch.device("cpu")
+    full = encode_validation_prompts(str(tiny_model_dir), validation, cpu, 16, load_in_8bit=True)  # CPU: flag ignored
+    eight = encode_validation_prompts(str(tiny_model_dir), validation, cpu, 16, load_in_8bit=True, use_8bit_on=("cpu",))
+    assert not torch.equal(full.prompt_embeds, eight.prompt_embeds)  # the quantized encoder ran
+    cosine = torch.nn.functional.cosine_similarity(full.prompt_embeds.flatten(), eight.prompt_embeds.flatten(), dim=0)
+    assert cosine > 0.99
+
+
+def test_validation_after_the_loop_when_the_steps_end_between_intervals(tiny_model_dir, one_clip, tmp_path):
+    train(tiny_model_dir, one_clip, tmp_path / "run", validation=True, **{
+        "optimization.steps": 3, "validation.interval": 2, "validation.skip_initial_validation": True,
+    })
+    samples = sorted(path.name for path in (tmp_path / "run" / "samples").iterdir())
+    assert samples == ["step_000002", "step_000003"]
+
+
+def test_out_of_memory_in_the_first_validation_is_a_readable_failure(tiny_model_dir, one_clip, tmp_path):
+    from diffusers import LTXVideoTransformer3DModel
+
+    from ltxtrainer.training.trainer import TrainingFailed
+
+    def out_of_memory_while_rendering(module, args, output):
+        if isinstance(module, LTXVideoTransformer3DModel) and not torch.is_grad_enabled():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    hook = torch.nn.modules.module.register_module_forward_hook(out_of_memory_while_rendering)
+    try:
+        with pytest.raises(TrainingFailed, match="while rendering the validation videos of step 0.*validation.video_dims"):
+            train(tiny_model_dir, one_clip, tmp_path / "run", validation=True, **{"optimization.steps": 2})
+    finally:
+        hook.remove()
+    end = json.loads((tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert end["event"] == "train_end" and end["status"] == "out_of_memory" and end["step"] == 0
+
+
+def test_load_checkpoint_latest_a_lora_file_or_a_missing_path(tiny_model_dir, one_clip, tmp_path):
+    from ltxtrainer.training.trainer import TrainingFailed
+
+    first = train(tiny_model_dir, one_clip, tmp_path / "first", **{"optimization.steps": 2})
+
+    # 'latest': this run's own latest checkpoint, as --resume
+    latest = train(tiny_model_dir, one_clip, tmp_path / "first", **{
+        "optimization.steps": 3, "model.load_checkpoint": "latest",
+    })
+    steps = [json.loads(line) for line in (tmp_path / "first" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert latest.final_step == 3 and [r["step"] for r in steps if r["event"] == "step"] == [1, 2, 3]
+
+    # a LoRA file: a new run starts from its weights (a learning rate of ~0 keeps them)
+    warm = train(tiny_model_dir, one_clip, tmp_path / "warm", **{
+        "optimization.steps": 1, "optimization.learning_rate": 1e-12, "model.load_checkpoint": str(first.lora_path),
+    })
+    expected, actual = load_file(str(first.lora_path)), load_file(str(warm.lora_path))
+    assert any(value.abs().sum() > 0 for key, value in expected.items() if "lora_B" in key)
+    for key in expected:
+        torch.testing.assert_close(actual[key].float(), expected[key].float(), rtol=1e-4, atol=1e-6)
+
+    with pytest.raises(TrainingFailed, match="cannot start this run.*lora.rank"):
+        train(tiny_model_dir, one_clip, tmp_path / "other", **{
+            "optimization.steps": 1, "lora.rank": 4, "model.load_checkpoint": str(first.lora_path),
+        })
+    missing = tmp_path / "没有 missing.safetensors"
+    with pytest.raises(TrainingFailed, match="does not exist"):
+        train(tiny_model_dir, one_clip, tmp_path / "missing", **{"model.load_checkpoint": str(missing)})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"lora.rank": 4}, "(?s)Cannot resume from .*size mismatch"), ({"model.training_mode": "full"}, "mode")],
+    ids=["rank", "mode"],
+)
+def test_resuming_with_another_rank_or_mode_is_refused_by_name(tiny_model_dir, one_clip, tmp_path, change, message):
+    from ltxtrainer.training.checkpoints import CheckpointError
+
+    train(tiny_model_dir, one_clip, tmp_path / "run", **{"optimization.steps": 2})
+    with pytest.raises(CheckpointError, match=message):
+        train(tiny_model_dir, one_clip, tmp_path / "run", resume=True, **{"optimization.steps": 3, **change})
+
+
+def test_an_unexpected_error_leaves_its_traceback_in_error_log(tiny_model_dir, one_clip, tmp_path, capsys):
+    """A defect is not passed off as the user's mistake: one line, and the full report in a file."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    from ltxtrainer.training.run import EXIT_FAILED, train_from_file
+
+    def a_defect(module, args, output):
+        if isinstance(module, LTXVideoTransformer3DModel):
+            raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+
+    output = tmp_path / "运行 run"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(make_config(tiny_model_dir, one_clip, output, **{"optimization.steps": 2})),
+                      encoding="utf-8")
+    hook = torch.nn.modules.module.register_module_forward_hook(a_defect)
+    try:
+        assert train_from_file(config) == EXIT_FAILED
+    finally:
+        hook.remove()
+    log = output / "error.log"
+    stderr = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stderr.startswith("Training did not finish: unexpected error TypeError") and str(log) in stderr
+    report = log.read_text(encoding="utf-8")
+    assert report.startswith("Traceback") and "a_defect" in report and "unsupported operand" in report
+
+
+def test_a_users_mistake_is_one_paragraph_without_an_error_log(tiny_model_dir, one_clip, tmp_path, capsys):
+    from ltxtrainer.training.run import EXIT_FAILED, train_from_file
+
+    output = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    bad = make_config(tiny_model_dir, one_clip, output, **{
+        "optimization.steps": 2, "flow_matching.timestep_sampling_params": {"stdd": 1.0},
+    })
+    config.write_text(yaml.safe_dump(bad), encoding="utf-8")
+    assert train_from_file(config) == EXIT_FAILED
+    stderr = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stderr.startswith("Training did not finish: flow_matching.timestep_sampling_params: unknown ['stdd']")
+    assert not (output / "error.log").exists()
+
+
+def test_the_datasets_fps_and_text_length_are_read_from_current_and_legacy_files(tmp_path):
+    """Validation reads the median fps and the T5 length from the files, in torch's zip and legacy formats."""
+    from ltxtrainer.training.validation import dataset_frame_rate, dataset_text_length
+
+    for index, fps in enumerate((12.0, 30.0, 25.0)):
+        write_sample(tmp_path, f"clip{index}", frames=2, height=2, width=2, seed=index, text_length=20, fps=fps)
+    for kind in ("latents", "conditions"):  # written by an older torch / the early reference trainer
+        legacy = tmp_path / ".precomputed" / kind / "clip0.pt"
+        torch.save(torch.load(legacy, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    dataset = PrecomputedDataset(tmp_path)
+    assert dataset_frame_rate(dataset) == 25.0
+    assert dataset_text_length(dataset) == 20

@@ -18,6 +18,7 @@ from diffusers import (
     LTXVideoTransformer3DModel,
 )
 
+from ltxtrainer.config import ConfigError
 from ltxtrainer.models.folder import require_model_folder
 
 # The pipeline's helpers are static methods: calling them keeps training and inference identical.
@@ -90,8 +91,8 @@ def load_text_encoder(
             import bitsandbytes  # noqa: F401
             from transformers import BitsAndBytesConfig
         except ImportError as error:
-            raise RuntimeError(
-                "load_text_encoder_in_8bit needs the bitsandbytes package: pip install bitsandbytes "
+            raise ConfigError(
+                "acceleration.load_text_encoder_in_8bit needs the bitsandbytes package: pip install bitsandbytes "
                 "(or set acceleration.load_text_encoder_in_8bit: false)"
             ) from error
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)

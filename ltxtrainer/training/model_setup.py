@@ -12,6 +12,7 @@ import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from ltxtrainer import progress
 from ltxtrainer.config import ConfigError, TrainerConfig
 
 ADAPTER_NAME = "default"
@@ -117,26 +118,43 @@ def trainable_parameters(transformer: torch.nn.Module) -> list[torch.nn.Paramete
     return [parameter for parameter in transformer.parameters() if parameter.requires_grad]
 
 
-def prepare_transformer(transformer: torch.nn.Module, config: TrainerConfig, device: torch.device) -> torch.nn.Module:
-    """Apply quantization, LoRA and memory options to a loaded transformer; returns it on `device`."""
+def prepare_transformer(
+    transformer: torch.nn.Module, config: TrainerConfig, device: torch.device, gpu_setup: bool | None = None
+) -> torch.nn.Module:
+    """Apply quantization, LoRA and memory options to a loaded transformer; returns it on `device`.
+
+    `gpu_setup` chooses the GPU's way: adapters under autocast (`adapters_in_low_precision`) and
+    block offload (on a CUDA device). Neither needs CUDA itself, so tests run both on the CPU by
+    passing True; None decides from `device`.
+    """
+    autocast_adapters = adapters_in_low_precision(config, device) if gpu_setup is None else (
+        gpu_setup and config.model.training_mode == "lora" and weight_dtype(config, device) != torch.float32
+    )
+    offload = device.type == "cuda" if gpu_setup is None else gpu_setup
     if config.model.training_mode == "lora":
         choice = config.acceleration.quantization_choice
         if choice:
             quantize_transformer(transformer, choice)
         add_lora(transformer, config)
-        if adapters_in_low_precision(config, device):
+        if autocast_adapters:
             run_adapters_in_autocast(transformer, device.type, weight_dtype(config, device))
     else:
         transformer.requires_grad_(True)
     if config.optimization.enable_gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    if config.acceleration.block_offload and device.type == "cuda":
+    if config.acceleration.block_offload and offload:
         # diffusers streams one block at a time to the GPU; the rest waits in pinned host memory.
+        # CUDA streams overlap the copies with compute; without CUDA (tests) the copies are plain.
         transformer.enable_group_offload(
             onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
-            num_blocks_per_group=1, use_stream=True,
+            num_blocks_per_group=1, use_stream=device.type == "cuda",
         )
     else:
+        if config.acceleration.block_offload:
+            progress.say(
+                "acceleration.block_offload streams blocks to a CUDA GPU; on this device the whole transformer "
+                "stays in memory, so the setting changes nothing here."
+            )
         transformer.to(device)
     if config.acceleration.attention_backend:
         set_attention_backend(transformer, config.acceleration.attention_backend)

@@ -10,7 +10,7 @@ import inspect
 
 import torch
 
-from ltxtrainer.config import TrainerConfig
+from ltxtrainer.config import ConfigError, TrainerConfig
 
 
 def build_optimizer(parameters: list[torch.nn.Parameter], config: TrainerConfig, device: torch.device):
@@ -19,8 +19,8 @@ def build_optimizer(parameters: list[torch.nn.Parameter], config: TrainerConfig,
         try:
             from bitsandbytes.optim import AdamW8bit
         except ImportError as error:
-            raise RuntimeError(
-                "optimizer_type 'adamw8bit' needs bitsandbytes: pip install bitsandbytes "
+            raise ConfigError(
+                "optimization.optimizer_type 'adamw8bit' needs bitsandbytes: pip install bitsandbytes "
                 "(or use optimizer_type: adamw)"
             ) from error
         return AdamW8bit(parameters, lr=options.learning_rate, weight_decay=options.weight_decay)
@@ -49,7 +49,7 @@ def _schedule(optimizer, name: str, steps: int, params: dict):
     allowed = [p for p in inspect.signature(factory).parameters if p not in ("optimizer", "last_epoch", "verbose")]
     unknown = set(params) - set(allowed)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"optimization.scheduler_params: unknown {sorted(unknown)} for scheduler_type '{name}' "
             f"(allowed: {', '.join(allowed)}, warmup_steps)"
         )

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from tqdm import tqdm
 
 from ltxtrainer import progress
-from ltxtrainer.config import TrainerConfig, save_config
+from ltxtrainer.config import ConfigError, TrainerConfig, save_config
 from ltxtrainer.data import BucketBatchOrder, PrecomputedDataset, collate
 from ltxtrainer.models import ltx_video
 from ltxtrainer.models.folder import require_model_folder
@@ -31,6 +31,12 @@ from ltxtrainer.training import checkpoints, flow_matching
 from ltxtrainer.training.lora_io import LORA_FILE, load_lora_into, save_lora
 from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
 from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
+from ltxtrainer.training.validation import (
+    dataset_frame_rate,
+    dataset_text_length,
+    encode_validation_prompts,
+    sample_videos,
+)
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
@@ -202,6 +208,7 @@ def _log(accelerator, metrics_path: Path, event: str, **fields) -> None:
 
 def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     # ---- setup ----------------------------------------------------------------------------------
+    config = config.model_copy(deep=True)  # settings resolved here (the validation fps) stay in this run
     accelerator = _make_accelerator(config)
     device = accelerator.device
     output_dir = Path(config.output_dir)
@@ -211,15 +218,17 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         output_dir.mkdir(parents=True, exist_ok=True)
         checkpoints.remove_partial_checkpoints(output_dir)
         _end_torn_metrics_line(metrics_path)
-        save_config(config, output_dir / EFFECTIVE_CONFIG)
     if config.hub.push_to_hub:
         progress.say("hub.push_to_hub is accepted for compatibility but ltxtrainer does not upload; "
                      f"upload {output_dir / LORA_FILE} yourself when training ends.")
     if config.wandb.enabled:
         progress.say("wandb.enabled is accepted for compatibility; ltxtrainer logs to metrics.jsonl instead.")
-    flow_matching.check_sampling_params(
-        config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params
-    )
+    try:
+        flow_matching.check_sampling_params(
+            config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params
+        )
+    except ValueError as error:  # the message names the field and the allowed keys
+        raise ConfigError(str(error)) from None
 
     dtype = weight_dtype(config, device)
     transformer = ltx_video.load_transformer(model_dir, dtype=dtype)
@@ -229,11 +238,15 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     )
     validation_inputs = None
     validation = config.validation
-    if validation.prompts and validation.interval and accelerator.is_main_process:
-        from ltxtrainer.training.validation import encode_validation_prompts
-
+    validating = bool(validation.prompts and validation.interval)
+    if validating and validation.frame_rate is None:
+        validation.frame_rate = dataset_frame_rate(dataset)
+        progress.say(f"Validation videos at {validation.frame_rate:g} fps, the median of the dataset's clips.")
+    if accelerator.is_main_process:
+        save_config(config, output_dir / EFFECTIVE_CONFIG)
+    if validating and accelerator.is_main_process:
         validation_inputs = encode_validation_prompts(
-            str(model_dir), validation, device, config.acceleration.load_text_encoder_in_8bit
+            str(model_dir), validation, device, dataset_text_length(dataset), config.acceleration.load_text_encoder_in_8bit
         )
 
     transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device)
@@ -241,7 +254,14 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     start_step = 0
     if start_point is not None:
         if start_point.is_file():  # a LoRA file: warm start from its weights, new optimizer
-            load_lora_into(transformer, start_point)
+            try:
+                load_lora_into(transformer, start_point)
+            except (ValueError, RuntimeError, SafetensorError) as error:  # another rank, targets or model; not a LoRA
+                first_lines = " ".join(str(error).splitlines()[:2])  # a size mismatch lists every tensor
+                raise TrainingFailed(
+                    f"model.load_checkpoint {start_point} cannot start this run: {first_lines} Give a LoRA file trained "
+                    "with this model and the same lora.rank and lora.target_modules, or a checkpoint folder."
+                ) from None
             progress.say(f"Starting from the LoRA weights in {start_point}.")
         else:
             start_step = checkpoints.load_checkpoint(start_point, transformer, optimizer, lr_scheduler, config)
@@ -266,6 +286,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         processes=accelerator.num_processes,
     )
     vae = scheduler = None
+    rendering_step: int | None = None  # set while validation videos render, for the out-of-memory message
     last_checkpoint: Path | None = None
     step = start_step
 
@@ -288,24 +309,22 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         return path
 
     def validate(at_step: int) -> None:
-        nonlocal vae, scheduler
+        nonlocal vae, scheduler, rendering_step
         if validation_inputs is None:
             return
-        from ltxtrainer.training.validation import sample_videos
-
         if vae is None:
             vae = ltx_video.load_vae(model_dir, dtype=dtype)
             scheduler = ltx_video.load_scheduler(model_dir)
         folder = output_dir / SAMPLES_DIR / f"step_{at_step:06d}"
+        rendering_step = at_step
         videos = sample_videos(
             accelerator.unwrap_model(model), vae, scheduler, validation_inputs, validation, folder, device, dtype
         )
+        rendering_step = None
         _log(accelerator, metrics_path, "validation", step=at_step, videos=[str(v) for v in videos])
 
     # ---- the loop -------------------------------------------------------------------------------
     with _StopFlag() as stop:
-        if step == 0 and not validation.skip_initial_validation and accelerator.is_main_process:
-            validate(0)
         bar = tqdm(
             total=total_steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
             disable=not accelerator.is_main_process, dynamic_ncols=True,
@@ -327,6 +346,8 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
                 )
 
         try:
+            if step == 0 and not validation.skip_initial_validation and accelerator.is_main_process:
+                validate(0)
             while step < total_steps:
                 step_loss = None
                 for micro in range(accumulation):
@@ -368,6 +389,12 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
             saved = save(step) if step > start_step else last_checkpoint
             _log(accelerator, metrics_path, "train_end", status="out_of_memory", step=step)
             kept = f" A checkpoint of step {step} is in {saved}." if saved else ""
+            if rendering_step is not None:
+                raise TrainingFailed(
+                    f"Out of GPU memory while rendering the validation videos of step {rendering_step}.{kept} "
+                    "Lower validation.video_dims or validation.videos_per_prompt, or turn validation off "
+                    f"(validation.interval: null). {MEMORY_ADVICE}"
+                ) from error
             raise TrainingFailed(f"Out of GPU memory at step {step + 1}.{kept} {MEMORY_ADVICE}") from error
         finally:
             bar.close()

@@ -4,10 +4,19 @@ Prompt embeddings are computed once before training (the text encoder is then fr
 training neither T5 nor the VAE occupies GPU memory; the VAE visits the GPU only while decoding.
 The pipeline gets `frame_rate` (the reference trainer forgot it, so its samples used 25 fps rope
 scaling whatever the data), and first-frame images are cropped as width x height.
+
+What the pipeline is given follows inference with `LTXPipeline.from_pretrained(..., torch_dtype=bf16)`:
+prompts are encoded at the dataset's own T5 length (T5 runs without a mask, so the padding length
+changes the embeddings the LoRA was trained on), the embeddings reach the pipeline in the frozen
+weights' dtype (the pipeline casts its latents to the embeddings' dtype before every transformer
+call, and the trainer's model runs without autocast), and a VAE with timestep conditioning decodes
+with the noise diffusers' examples use.
 """
 
 from __future__ import annotations
 
+import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +24,11 @@ import numpy as np
 import torch
 
 from ltxtrainer.config import ValidationConfig
+from ltxtrainer.data import PrecomputedDataset
+
+# diffusers' LTX examples decode 0.9.1+ VAEs (timestep-conditioned decoders) with a little noise.
+DECODE_TIMESTEP = 0.05
+DECODE_NOISE_SCALE = 0.025
 
 
 @dataclass
@@ -26,19 +40,45 @@ class ValidationInputs:
     negative_mask: torch.Tensor
 
 
+def _header(path: Path) -> dict:
+    """A precomputed file's tensors memory-mapped: shapes and scalars without reading every latent.
+
+    The dataset has opened every file once already, so a file that cannot be read was named there.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # torch's legacy (non-zip) format cannot be mapped: read it whole
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def dataset_text_length(dataset: PrecomputedDataset) -> int:
+    """The T5 length the dataset's captions were encoded at (the most common one, should they differ)."""
+    lengths = Counter(_header(sample.conditions_path)["prompt_embeds"].shape[0] for sample in dataset.samples)
+    return lengths.most_common(1)[0][0]
+
+
+def dataset_frame_rate(dataset: PrecomputedDataset) -> float:
+    """The median fps of the dataset's clips (files written before fps was stored count as 24, as in training)."""
+    return float(statistics.median(float(_header(sample.latents_path).get("fps", 24.0)) for sample in dataset.samples))
+
+
 def encode_validation_prompts(
     model_source: str,
     validation: ValidationConfig,
     device: torch.device,
+    max_sequence_length: int,
     load_in_8bit: bool = False,
-    max_sequence_length: int = 128,
+    use_8bit_on: tuple[str, ...] = ("cuda",),
 ) -> ValidationInputs:
-    """Encode once, then free T5 (its 9 GB would otherwise sit next to the transformer all run)."""
+    """Encode once, then free T5 (its 9 GB would otherwise sit next to the transformer all run).
+
+    `max_sequence_length` must be the dataset's own (`dataset_text_length`). 8-bit T5 (bitsandbytes)
+    is used on the device types in `use_8bit_on`: a CUDA GPU; on the CPU the flag has nothing to save.
+    """
     from ltxtrainer.models import ltx_video
 
     tokenizer = ltx_video.load_tokenizer(model_source)
-    # 8-bit T5 (bitsandbytes) needs CUDA; on the CPU the flag has nothing to save.
-    eight_bit = load_in_8bit and device.type == "cuda"
+    eight_bit = load_in_8bit and device.type in use_8bit_on
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     text_encoder = ltx_video.load_text_encoder(model_source, dtype=dtype, device=device, load_in_8bit=eight_bit)
     embeds, masks = ltx_video.encode_prompts(tokenizer, text_encoder, validation.prompts, max_sequence_length)
@@ -73,7 +113,11 @@ def sample_videos(
     device: torch.device,
     dtype: torch.dtype,
 ) -> list[Path]:
-    """Render every validation prompt to `output_dir/prompt_<i>_<j>.mp4`; returns the files."""
+    """Render every validation prompt to `output_dir/prompt_<i>_<j>.mp4`; returns the files.
+
+    `dtype` is the frozen weights' dtype and `validation.frame_rate` must be resolved (the trainer
+    fills it from the dataset when the config leaves it empty).
+    """
     from diffusers import LTXImageToVideoPipeline, LTXPipeline
 
     from ltxtrainer.media import write_video
@@ -85,6 +129,13 @@ def sample_videos(
     vae_device = next(vae.parameters()).device
     vae.to(device)
     components = {"scheduler": scheduler, "vae": vae, "text_encoder": None, "tokenizer": None, "transformer": transformer}
+    decode = (
+        {"decode_timestep": DECODE_TIMESTEP, "decode_noise_scale": DECODE_NOISE_SCALE}
+        if vae.config.timestep_conditioning else {}
+    )
+
+    def batch(tensor: torch.Tensor, float_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return tensor.repeat(copies, *[1] * (tensor.dim() - 1)).to(device, float_dtype)
     written = []
     try:
         for index in range(len(inputs.prompts)):
@@ -94,22 +145,22 @@ def sample_videos(
             pipeline.set_progress_bar_config(disable=True)
             extra = {"image": _load_image(image_path, width, height)} if image_path else {}
             generator = torch.Generator(device="cpu").manual_seed(validation.seed)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                result = pipeline(
-                    prompt_embeds=inputs.prompt_embeds[index : index + 1].repeat(copies, 1, 1).to(device),
-                    prompt_attention_mask=inputs.prompt_masks[index : index + 1].repeat(copies, 1).to(device),
-                    negative_prompt_embeds=inputs.negative_embeds.repeat(copies, 1, 1).to(device),
-                    negative_prompt_attention_mask=inputs.negative_mask.repeat(copies, 1).to(device),
-                    width=width,
-                    height=height,
-                    num_frames=frames,
-                    frame_rate=validation.frame_rate,
-                    num_inference_steps=validation.inference_steps,
-                    guidance_scale=validation.guidance_scale,
-                    generator=generator,
-                    output_type="np",
-                    **extra,
-                )
+            result = pipeline(
+                prompt_embeds=batch(inputs.prompt_embeds[index : index + 1], dtype),
+                prompt_attention_mask=batch(inputs.prompt_masks[index : index + 1]),
+                negative_prompt_embeds=batch(inputs.negative_embeds, dtype),
+                negative_prompt_attention_mask=batch(inputs.negative_mask),
+                width=width,
+                height=height,
+                num_frames=frames,
+                frame_rate=validation.frame_rate,
+                num_inference_steps=validation.inference_steps,
+                guidance_scale=validation.guidance_scale,
+                generator=generator,
+                output_type="np",
+                **decode,
+                **extra,
+            )
             for video_index, video in enumerate(result.frames):
                 pixels = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
                 path = output_dir / f"prompt_{index:02d}_{video_index:02d}.mp4"
