@@ -1,0 +1,170 @@
+"""The launchers' decisions (run.sh, run.ps1, run_system_python.ps1): which torch build, the torch pin,
+which packages a platform gets. They run `ltxtrainer/install_plan.py` by its path in a bare venv,
+so these tests do the same, with a fake `nvidia-smi` on PATH standing in for the driver."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from ltxtrainer.install_plan import choose_torch_index, cuda_advice, parse_gpu_query, torch_constraint
+
+REPO = Path(__file__).resolve().parents[1]
+PLAN = str(REPO / "ltxtrainer" / "install_plan.py")
+CU = "https://download.pytorch.org/whl/"
+
+
+@pytest.mark.parametrize(
+    ("platform", "driver", "capability", "build"),
+    [
+        ("linux", None, None, "cpu"),  # no NVIDIA driver
+        ("windows", (581, 57), (8, 9), "cu128"),  # RTX 4090, current driver
+        ("windows", (528, 33), (8, 6), "cu128"),  # CUDA 12.0 driver runs 12.8 wheels (minor version compatibility)
+        ("windows", (528, 24), (8, 6), "cu118"),  # just below the CUDA 12 minimum on Windows
+        ("linux", (525, 60, 13), (8, 6), "cu128"),
+        ("linux", (525, 60, 12), (8, 6), "cu118"),
+        ("windows", (516, 94), (7, 5), "cu118"),  # CUDA 11.7 driver
+        ("windows", (452, 39), (7, 5), "cu118"),
+        ("windows", (451, 82), (7, 5), "cpu"),  # CUDA 11.0 driver: nothing current runs
+        ("linux", (450, 80, 2), None, "cu118"),  # driver too old to report compute_cap
+        ("windows", (560, 94), (6, 1), "cu126"),  # GTX 1080: cu128 has no Pascal kernels
+        ("windows", (560, 94), (7, 0), "cu126"),  # Volta
+        ("windows", (560, 94), (5, 2), "cu126"),  # GTX 970
+        ("windows", (472, 12), (6, 1), "cu118"),  # Pascal on a CUDA 11 driver
+        ("windows", (560, 94), (3, 7), "cpu"),  # Kepler: no torch 2.x build at all
+        ("windows", (572, 16), (12, 0), "cu128"),  # RTX 5090 on R570
+        ("windows", (566, 36), (12, 0), "cpu"),  # RTX 5090 on a pre-Blackwell driver: update it
+        ("linux", (570, 86, 15), (10, 0), "cu128"),  # B200
+    ],
+)
+def test_the_torch_build_matches_driver_and_card(platform, driver, capability, build):
+    choice = choose_torch_index(platform, driver, capability)
+    assert choice.index_url == CU + build
+    assert choice.reason
+    if build == "cpu" and driver is not None and capability and capability >= (5, 0):
+        assert "update the NVIDIA driver" in choice.reason
+
+
+@pytest.mark.parametrize(
+    ("output", "gpus"),
+    [
+        ("581.57, 8.9\n", [((581, 57), (8, 9))]),
+        ("550.54.15, 8.0\n550.54.15, 9.0\n", [((550, 54, 15), (8, 0)), ((550, 54, 15), (9, 0))]),
+        ("472.12\n", [((472, 12), None)]),
+        ("472.12, [N/A]\n", [((472, 12), None)]),
+        ("", []),
+        ("No devices were found\n", []),
+    ],
+)
+def test_nvidia_smi_answers_are_read(output, gpus):
+    assert parse_gpu_query(output) == gpus
+
+
+def fake_nvidia_smi(folder: Path, answer: str | None, code: int = 0) -> dict[str, str]:
+    """A `nvidia-smi` that prints `answer` for the two-field query and fails for anything else."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in --query-gpu=driver_version,compute_cap) printf "{answer or ""}"; exit {code};; esac\n'
+        "exit 9\n",
+        encoding="utf-8",
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    env = {key: value for key, value in os.environ.items() if key != "TORCH_INDEX_URL"}
+    env["PATH"] = f"{folder}{os.pathsep}{env['PATH']}"
+    return env
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the fake nvidia-smi is a shell script")
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("560.94, 6.1\n", "cu126"), ("570.86.15, 8.9\n", "cu128"), (None, "cpu")],
+)
+def test_the_launchers_command_prints_the_index_for_this_driver(tmp_path, answer, expected):
+    env = fake_nvidia_smi(tmp_path / "bin", answer, code=0 if answer else 9)
+    if answer is None:  # no driver at all: no nvidia-smi on PATH
+        env["PATH"] = f"/usr/bin{os.pathsep}/bin"
+    result = subprocess.run([sys.executable, "-I", PLAN, "torch-index"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == CU + expected
+    assert expected in result.stderr  # the launcher shows which build and why
+
+
+def test_torch_index_url_overrides_the_choice(tmp_path):
+    env = {**fake_nvidia_smi(tmp_path / "bin", "560.94, 8.9\n"), "TORCH_INDEX_URL": "pypi"}
+    result = subprocess.run([sys.executable, "-I", PLAN, "torch-index"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.strip() == "pypi"
+
+
+@pytest.mark.parametrize(("metadata", "pin"), [("2.14.1", "torch==2.14.1\n"), ("2.7.1+cu128", "torch==2.7.1+cu128\n")])
+def test_the_pin_is_the_metadata_version(metadata, pin):
+    assert torch_constraint(metadata) == pin
+
+
+def bare_venv_with_torch(folder: Path, runtime_version: str, metadata_version: str) -> Path:
+    """A venv holding a stand-in torch whose runtime `__version__` and wheel metadata differ, as PyPI's do."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=60)
+    python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "torch").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text(f'__version__ = "{runtime_version}"\n', encoding="utf-8")
+    info = site / f"torch-{metadata_version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {metadata_version}\n",
+                                   encoding="utf-8")
+    (info / "RECORD").write_text("torch/__init__.py,,\n", encoding="utf-8")
+    return python
+
+
+def test_a_pypi_torch_keeps_its_pin_through_pip(tmp_path):
+    """PyPI's torch says 2.14.1+cu130 at runtime but 2.14.1 to pip; the pin must be one pip can satisfy."""
+    python = bare_venv_with_torch(tmp_path / "venv", "2.14.1+cu130", "2.14.1")
+    constraint = tmp_path / "torch-constraint.txt"
+    subprocess.run([str(python), "-I", PLAN, "constraint", str(constraint)], check=True, timeout=60)
+    assert constraint.read_text(encoding="utf-8") == "torch==2.14.1\n"
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}  # no machine-wide index or find-links
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run", "--no-index",
+         "-c", str(constraint), "torch"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "already satisfied" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("platform", "machine", "installed"),
+    [
+        ("linux", "x86_64", True), ("linux", "aarch64", True), ("win32", "AMD64", True),
+        ("win32", "ARM64", False), ("darwin", "arm64", False), ("darwin", "x86_64", False), ("linux", "armv7l", False),
+    ],
+)
+def test_bitsandbytes_is_installed_where_wheels_exist(platform, machine, installed):
+    lines = (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    requirement = next(Requirement(line) for line in lines if line.startswith("bitsandbytes"))
+    assert requirement.marker.evaluate({"sys_platform": platform, "platform_machine": machine}) is installed
+    assert "bitsandbytes" not in (REPO / "requirements-test.txt").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("torch_cuda", "available", "driver", "says"),
+    [
+        (None, False, None, None),  # no GPU, CPU torch: nothing to say
+        ("12.8", True, (581, 57), None),
+        (None, False, (581, 57), "CPU build"),
+        ("12.8", False, (472, 12), "Update the NVIDIA driver"),
+    ],
+)
+def test_a_torch_that_cannot_use_the_gpu_says_what_to_update(torch_cuda, available, driver, says):
+    advice = cuda_advice(torch_cuda, available, driver)
+    assert advice is None if says is None else says in advice
