@@ -1,0 +1,88 @@
+"""What a Windows user runs into, tested on any machine: detached jobs stopped through a stop file,
+files another process holds open, a system proxy in front of the GUI, options that need a compiler,
+and modules Windows lacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import yaml
+
+from ltxtrainer.stopfile import STOP_FILE_ENV
+from ltxtrainer.training import checkpoints
+from ltxtrainer.ui.jobs import STOP_FILE, JobRunner
+from tests.precomputed import write_sample
+from tests.test_training import make_config
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = str(REPO / "scripts" / "train.py")
+
+
+# ---- stopping a job that no console signal reaches --------------------------------------------
+
+def test_a_training_stopped_by_its_stop_file_alone_saves_a_checkpoint_and_exits_130(tiny_model_dir, tmp_path):
+    """Windows: the GUI starts train.py detached from any console, so the stop file is its only Stop."""
+    data = tmp_path / "数据 集"
+    for index in range(2):
+        write_sample(data, f"clip{index}", frames=2, height=2, width=2, seed=index)
+    output = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(make_config(tiny_model_dir, data, output, **{"optimization.steps": 100000}),
+                                     allow_unicode=True), encoding="utf-8")
+    stop = tmp_path / "任务" / STOP_FILE
+    env = {**os.environ, STOP_FILE_ENV: str(stop), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, TRAIN, str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, encoding="utf-8", cwd=tmp_path, env=env)
+    try:
+        for line in process.stdout:  # wait until training really runs
+            if json.loads(line).get("event") == "step":
+                break
+        stop.parent.mkdir()
+        stop.write_text("stop\n", encoding="utf-8")  # what the job runner's Stop writes; no signal is sent
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "stop file" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    saved = checkpoints.list_checkpoints(output)
+    assert saved and saved[-1][0] >= 1
+
+
+# Follows only the stop file: ignores SIGINT, as a process on another console never receives it.
+FILE_ONLY_TRAINER = textwrap.dedent(
+    """
+    import json, signal, sys, time
+    from ltxtrainer import stopfile
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for step in range(1, 100000):
+        print(json.dumps({"event": "step", "step": step}), flush=True)
+        if stopfile.stop_requested():
+            sys.exit(130)
+        time.sleep(0.05)
+    """
+)
+
+
+def test_the_gui_stop_reaches_a_job_through_its_stop_file(tmp_path):
+    runner = JobRunner(tmp_path / "jobs 任务")
+    try:
+        job = runner.submit("train", "detached trainer", [sys.executable, "-c", FILE_ONLY_TRAINER], cwd=REPO)
+        deadline = time.monotonic() + 60
+        while not runner.events(job.id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runner.stop(job.id) == "interrupted"
+        stopped = runner.wait(job.id, timeout=60)
+        assert stopped.status == "stopped" and stopped.exit_code == 130, runner.read_log(job.id)
+    finally:
+        for job in runner.jobs():
+            if job.active:
+                runner.stop(job.id)
+                runner.stop(job.id)
+        runner.close()
