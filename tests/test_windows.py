@@ -12,13 +12,15 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
+from ltxtrainer import atomic
 from ltxtrainer.stopfile import STOP_FILE_ENV
 from ltxtrainer.training import checkpoints
 from ltxtrainer.ui.jobs import STOP_FILE, JobRunner
 from tests.precomputed import write_sample
-from tests.test_training import make_config
+from tests.test_training import make_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "scripts" / "train.py")
@@ -86,3 +88,65 @@ def test_the_gui_stop_reaches_a_job_through_its_stop_file(tmp_path):
                 runner.stop(job.id)
                 runner.stop(job.id)
         runner.close()
+
+
+# ---- files another process holds open ----------------------------------------------------------
+
+def flaky_replace(monkeypatch, failures: int, when=lambda source, target: True) -> list[tuple[str, str]]:
+    """os.replace that raises PermissionError `failures` times for matching renames, as Windows does
+    while another process has the file open; returns the calls seen."""
+    real_replace = os.replace
+    calls: list[tuple[str, str]] = []
+
+    def replace(source, target, *args, **kwargs):
+        calls.append((str(source), str(target)))
+        if when(str(source), str(target)) and sum(when(*call) for call in calls) <= failures:
+            raise PermissionError(13, "The process cannot access the file because it is being used by another process")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(atomic, "RENAME_RETRY_DELAYS_S", (0.01,) * 5)
+    return calls
+
+
+def test_a_status_file_the_gui_is_reading_is_still_replaced(monkeypatch, tmp_path):
+    status = tmp_path / "状态" / "pipeline_status.json"
+    atomic.write_text_atomic(status, '{"stage": "scenes"}')
+    calls = flaky_replace(monkeypatch, failures=3)
+    atomic.write_text_atomic(status, '{"stage": "captions"}')
+    assert len(calls) == 4
+    assert status.read_text(encoding="utf-8") == '{"stage": "captions"}'
+    assert [path.name for path in status.parent.iterdir()] == [status.name]  # no temporary file left
+
+
+def test_a_file_held_open_for_good_fails_with_the_old_version_intact(monkeypatch, tmp_path):
+    status = tmp_path / "pipeline_status.json"
+    atomic.write_text_atomic(status, "old")
+    flaky_replace(monkeypatch, failures=100)
+    with pytest.raises(PermissionError):
+        atomic.write_text_atomic(status, "new")
+    assert status.read_text(encoding="utf-8") == "old"
+    assert [path.name for path in tmp_path.iterdir()] == [status.name]
+
+
+def test_a_checkpoint_folder_in_use_is_still_published(monkeypatch, tmp_path):
+    staging = tmp_path / ".step_000002.partial"
+    staging.mkdir()
+    (staging / "state.json").write_text("{}", encoding="utf-8")
+    flaky_replace(monkeypatch, failures=2)
+    atomic.commit_directory(staging, tmp_path / "step_000002")
+    assert (tmp_path / "step_000002" / "state.json").is_file() and not staging.exists()
+
+
+def test_a_checkpoint_that_cannot_be_pruned_is_kept_and_training_finishes(tiny_model_dir, monkeypatch, tmp_path,
+                                                                         capsys):
+    """ComfyUI (or OneDrive) holds a file of an old checkpoint open for the whole run."""
+    data = tmp_path / "data"
+    write_sample(data, "clip", frames=2, height=2, width=2, seed=0)
+    output = tmp_path / "run"
+    flaky_replace(monkeypatch, failures=10**6, when=lambda source, target: target.endswith(".deleting"))
+    result = train(tiny_model_dir, data, output, **{"optimization.steps": 3, "checkpoints.interval": 1,
+                                                    "checkpoints.keep_last_n": 1})
+    assert result.final_step == 3 and result.lora_path.is_file()
+    assert [step for step, _ in checkpoints.list_checkpoints(output)] == [1, 2, 3]  # none could be deleted
+    assert "could not delete the old checkpoint" in capsys.readouterr().err
