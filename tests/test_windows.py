@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ltxtrainer import atomic
+from ltxtrainer import atomic, desktop
 from ltxtrainer.stopfile import STOP_FILE_ENV
 from ltxtrainer.training import checkpoints
 from ltxtrainer.ui.jobs import STOP_FILE, JobRunner
@@ -150,3 +152,70 @@ def test_a_checkpoint_that_cannot_be_pruned_is_kept_and_training_finishes(tiny_m
     assert result.final_step == 3 and result.lora_path.is_file()
     assert [step for step, _ in checkpoints.list_checkpoints(output)] == [1, 2, 3]  # none could be deleted
     assert "could not delete the old checkpoint" in capsys.readouterr().err
+
+
+# ---- a system proxy in front of the GUI ---------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("environ", "registry", "expected"),
+    [
+        ({}, {}, {"NO_PROXY": "localhost,127.0.0.1,::1"}),
+        # Clash in Windows' settings only: copied, so the API captioner keeps using it
+        ({}, {"http": "http://127.0.0.1:7890", "https": "http://127.0.0.1:7890"},
+         {"HTTP_PROXY": "http://127.0.0.1:7890", "HTTPS_PROXY": "http://127.0.0.1:7890",
+          "NO_PROXY": "localhost,127.0.0.1,::1"}),
+        # the environment's proxy wins over the registry's, as in Python itself
+        ({"HTTPS_PROXY": "http://proxy.corp:8080"}, {"https": "http://127.0.0.1:7890"},
+         {"NO_PROXY": "localhost,127.0.0.1,::1"}),
+        # existing entries in either spelling are kept
+        ({"no_proxy": "corp.local", "NO_PROXY": "10.0.0.0/8,localhost"}, {},
+         {"NO_PROXY": "corp.local,10.0.0.0/8,localhost,127.0.0.1,::1"}),
+    ],
+)
+def test_loopback_bypasses_the_proxy_and_everything_else_keeps_it(environ, registry, expected):
+    updates = desktop.proxy_environment(environ, registry)
+    assert updates.pop("no_proxy") == updates["NO_PROXY"]
+    assert updates == expected
+
+
+def test_the_gui_starts_behind_a_dead_system_proxy(tmp_path):
+    """A proxy left configured but not running (a closed VPN client) made gradio's startup check fail."""
+    with socket.socket() as sock:  # a port nothing listens on: connections to the "proxy" are refused
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
+    env.update(HTTP_PROXY=dead, HTTPS_PROXY=dead, ALL_PROXY=dead, OMP_NUM_THREADS="1")
+    command = [sys.executable, str(REPO / "scripts" / "minimal_ui.py"), "--port", "7930", "--lang", "en"]
+    for name in ("train-date", "datasets", "outputs", "models"):
+        command += [f"--{name}-dir", str(tmp_path / name)]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               encoding="utf-8", env=env)
+    try:
+        line = process.stdout.readline()  # the URL line, or nothing when the server failed
+        if not line:
+            pytest.fail(process.communicate(timeout=30)[1][-3000:])
+        url = line.split()[2]
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=30) as response:
+            assert response.status == 200
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("environ", "tty", "platform", "opens"),
+    [
+        ({}, True, "win32", True),  # double-clicked run.cmd
+        ({}, True, "darwin", True),
+        ({"DISPLAY": ":0"}, True, "linux", True),
+        ({}, True, "linux", False),  # SSH without a display: a text browser would take over the terminal
+        ({}, False, "win32", False),  # started by another program, output redirected
+        ({"CI": "true"}, True, "win32", False),
+        ({"PYTEST_CURRENT_TEST": "x"}, True, "win32", False),
+        ({"LTXT_NO_BROWSER": "1"}, True, "win32", False),
+    ],
+)
+def test_the_browser_opens_only_for_a_person_at_a_desktop(monkeypatch, environ, tty, platform, opens):
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"isatty": lambda self: tty})())
+    assert desktop.should_open_browser(environ) is opens
