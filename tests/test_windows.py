@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltxtrainer import atomic, desktop
+from ltxtrainer import atomic, desktop, platform_checks
+from ltxtrainer.config import ConfigError, TrainerConfig, config_from_dict
 from ltxtrainer.stopfile import STOP_FILE_ENV
 from ltxtrainer.training import checkpoints
 from ltxtrainer.ui.jobs import STOP_FILE, JobRunner
@@ -219,3 +220,48 @@ def test_the_browser_opens_only_for_a_person_at_a_desktop(monkeypatch, environ, 
     monkeypatch.setattr(sys, "platform", platform)
     monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"isatty": lambda self: tty})())
     assert desktop.should_open_browser(environ) is opens
+
+
+# ---- options that compile code on first use -----------------------------------------------------
+
+def template_config(name: str, **acceleration) -> TrainerConfig:
+    data = yaml.safe_load((REPO / "configs" / name).read_text(encoding="utf-8"))
+    data["acceleration"].update(acceleration)
+    return config_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("template", "acceleration", "capability", "refused"),
+    [
+        ("ltx_13b_lora_int8-quanto_template.yaml", {}, (8, 9), []),  # the 24 GB template as shipped
+        ("ltx_13b_lora_int8-quanto_template.yaml", {}, None, []),
+        ("ltx_2b_lora_template.yaml", {}, (7, 5), []),
+        ("ltx_2b_lora_template.yaml", {"quantization": "int2-quanto"}, (8, 9), ["int2-quanto"]),
+        ("ltx_2b_lora_template.yaml", {"quantization": "int4-quanto"}, (8, 9), []),  # bf16 on Ada: torch's int4
+        ("ltx_2b_lora_template.yaml", {"quantization": "int4-quanto"}, (7, 5), ["int4-quanto"]),  # RTX 20xx
+        ("ltx_2b_lora_template.yaml", {"quantization": "int4-quanto"}, None, ["int4-quanto"]),  # CPU
+        ("ltx_2b_lora_template.yaml", {"quantization": "int4-quanto", "mixed_precision_mode": "fp16"}, (8, 9),
+         ["int4-quanto"]),
+        ("ltx_2b_lora_template.yaml", {"quantization": "fp8-quanto"}, (8, 9), []),
+        ("ltx_2b_lora_template.yaml", {"quantization": "fp8-quanto", "mixed_precision_mode": "fp16"}, (8, 9),
+         ["fp8-quanto"]),
+        ("ltx_2b_lora_template.yaml", {"quantization": "fp8uz-quanto", "mixed_precision_mode": "fp16"}, (8, 9),
+         ["fp8uz-quanto"]),
+        ("ltx_2b_lora_template.yaml", {"compile_with_inductor": True}, (8, 9), ["compile_with_inductor"]),
+        ("ltx_2b_lora_template.yaml", {"compile_with_inductor": True, "quantization": "int2-quanto"}, (8, 9),
+         ["int2-quanto", "compile_with_inductor"]),
+    ],
+)
+def test_options_that_need_a_compiler_are_refused_on_windows_with_the_alternative(template, acceleration, capability,
+                                                                                  refused):
+    config = template_config(template, **acceleration)
+    platform_checks.refuse_options_needing_a_compiler("linux", config, capability)  # Linux has g++: never refused
+    if not refused:
+        platform_checks.refuse_options_needing_a_compiler("win32", config, capability)
+        return
+    with pytest.raises(ConfigError) as error:
+        platform_checks.refuse_options_needing_a_compiler("win32", config, capability)
+    message = str(error.value)
+    assert message.count("\n- ") == len(refused)  # one line per refused option, naming it
+    assert all(f"acceleration.{name}" in message or f"quantization: {name}" in message for name in refused)
+    assert "int8-quanto" in message or "false" in message  # the alternative
