@@ -265,3 +265,17 @@ def test_options_that_need_a_compiler_are_refused_on_windows_with_the_alternativ
     assert message.count("\n- ") == len(refused)  # one line per refused option, naming it
     assert all(f"acceleration.{name}" in message or f"quantization: {name}" in message for name in refused)
     assert "int8-quanto" in message or "false" in message  # the alternative
+
+
+# ---- modules Windows lacks ----------------------------------------------------------------------
+
+def test_the_benchmark_starts_without_the_resource_module():
+    """Windows has no `resource` module; the benchmark imported it unconditionally and could not start."""
+    # The libraries are imported first (on Linux some of them use `resource` themselves); then the
+    # module is made unimportable, as it is on Windows, and the benchmark script starts.
+    code = ("import runpy, sys; import ltxtrainer.config, ltxtrainer.memory, ltxtrainer.models.ltx_video; "
+            "sys.modules['resource'] = None; sys.argv = ['benchmark.py', '--help']; "
+            f"runpy.run_path({str(REPO / 'scripts' / 'benchmark.py')!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage" in result.stdout
