@@ -5,6 +5,7 @@ so these tests do the same, with a fake `nvidia-smi` on PATH standing in for the
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -168,3 +169,113 @@ def test_bitsandbytes_is_installed_where_wheels_exist(platform, machine, install
 def test_a_torch_that_cannot_use_the_gpu_says_what_to_update(torch_cuda, available, driver, says):
     advice = cuda_advice(torch_cuda, available, driver)
     assert advice is None if says is None else says in advice
+
+
+# ---- syntax of the Windows launchers, checked without Windows --------------------------------------
+
+PS1_FILES = sorted([*REPO.glob("*.ps1"), *REPO.glob("scripts/*.ps1")])
+CMD_FILES = sorted(REPO.glob("*.cmd"))
+PS1CHECK = REPO / ".ci" / "ps1check"
+
+
+def test_every_launcher_is_there():
+    assert {path.name for path in PS1_FILES} == {"run.ps1", "run_system_python.ps1", "launcher_windows.ps1"}
+    assert {path.name for path in CMD_FILES} == {"run.cmd", "run_system_python.cmd"}
+
+
+@pytest.mark.parametrize("path", PS1_FILES + CMD_FILES, ids=lambda path: path.name)
+def test_launchers_are_ascii(path):
+    """Windows PowerShell 5.1 reads a .ps1 without a BOM in the ANSI code page (GBK on Chinese
+    Windows), and cmd.exe in the OEM one: any non-ASCII byte turns into something else."""
+    assert path.read_bytes().isascii()
+
+
+def ps1_syntax_errors(paths: list[Path]) -> subprocess.CompletedProcess:
+    """Run the tree-sitter PowerShell parser (.ci/ps1check) over `paths`, installing it once (pinned, ~1 min)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are needed for the PowerShell syntax check (tree-sitter-powershell)")
+    if not (PS1CHECK / "node_modules" / "tree-sitter-powershell").is_dir():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=PS1CHECK, check=True, timeout=900,
+                       capture_output=True)
+    return subprocess.run([node, str(PS1CHECK / "check.mjs"), *map(str, paths)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_powershell_launchers_parse():
+    result = ps1_syntax_errors(PS1_FILES)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "function Start-It {\n    if ($x) { Write-Host 'a'\n}\n",  # a brace left open
+        "$name = \"unterminated\nWrite-Host $name\n",  # a string left open
+        "Invoke-Native $py @('-m', 'pip'\n",  # an array left open
+    ],
+)
+def test_the_powershell_check_finds_broken_syntax(tmp_path, broken):
+    path = tmp_path / "broken.ps1"
+    path.write_text(broken, encoding="utf-8", newline="\r\n")
+    result = ps1_syntax_errors([path])
+    assert result.returncode == 1 and "broken.ps1:" in result.stdout
+
+
+def cmd_problems(path: Path) -> list[str]:
+    """What makes cmd.exe misread a batch file: LF endings (labels and blocks go wrong), unbalanced
+    parentheses (blocks) or double quotes on a line, and a `goto`/`call` to a label that is not there."""
+    data = path.read_bytes()
+    problems = []
+    if data.replace(b"\r\n", b"").count(b"\n") or not data.endswith(b"\r\n"):
+        problems.append("lines must end with CRLF")
+    lines = data.decode("ascii", errors="replace").split("\r\n")
+    labels = {line.strip()[1:].split()[0].lower() for line in lines if line.strip().startswith(":")
+              and not line.strip().startswith("::") and len(line.strip()) > 1}
+    depth = 0
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped.lower().startswith(("rem ", "::")) or stripped.lower() == "rem":
+            continue
+        if line.count('"') % 2:
+            problems.append(f"line {number}: unbalanced double quotes")
+        unquoted = "".join(part for index, part in enumerate(line.split('"')) if index % 2 == 0)
+        for char in unquoted.replace("^(", "").replace("^)", ""):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth < 0:
+                problems.append(f"line {number}: ')' without '('")
+                depth = 0
+        words = unquoted.replace("(", " ").replace(")", " ").split()
+        for index, word in enumerate(words[:-1]):
+            target = words[index + 1]
+            if word.lower() == "goto" or (word.lower() == "call" and target.startswith(":")):
+                label = target.lstrip(":").lower()
+                if label != "eof" and label not in labels:
+                    problems.append(f"line {number}: no label :{label}")
+    if depth:
+        problems.append(f"{depth} '(' never closed")
+    return problems
+
+
+@pytest.mark.parametrize("path", CMD_FILES, ids=lambda path: path.name)
+def test_cmd_launchers_are_well_formed_and_call_their_powershell_script(path):
+    assert cmd_problems(path) == []
+    text = path.read_text(encoding="ascii")
+    assert f'-ExecutionPolicy Bypass -File "%~dp0{path.stem}.ps1" %*' in text
+    assert "pause" in text  # a failure stays on screen after a double-click
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("@echo off\nexit /b 0\n", "CRLF"),
+        ("@echo off\r\nif 1==1 (\r\n  echo yes\r\n", "never closed"),
+        ("@echo off\r\necho done)\r\n", "without '('"),
+        ('@echo off\r\npowershell -File "%~dp0run.ps1 %*\r\n', "double quotes"),
+        ("@echo off\r\nif errorlevel 1 goto failed\r\n:fail\r\npause\r\n", "no label :failed"),
+    ],
+)
+def test_the_cmd_check_finds_what_breaks_a_batch_file(tmp_path, text, problem):
+    path = tmp_path / "broken.cmd"
+    path.write_bytes(text.encode("ascii"))
+    assert any(problem in found for found in cmd_problems(path))
