@@ -279,3 +279,15 @@ def test_the_cmd_check_finds_what_breaks_a_batch_file(tmp_path, text, problem):
     path = tmp_path / "broken.cmd"
     path.write_bytes(text.encode("ascii"))
     assert any(problem in found for found in cmd_problems(path))
+
+
+def test_the_chinese_guide_gives_the_same_driver_rule_as_the_launchers():
+    """INSTALLATION_CN.md's table is what a user checks their driver against; it must be the code's rule."""
+    from ltxtrainer import install_plan
+
+    guide = (REPO / "INSTALLATION_CN.md").read_text(encoding="utf-8")
+    for versions in (install_plan.CUDA12_DRIVER, install_plan.CUDA11_DRIVER, install_plan.BLACKWELL_DRIVER):
+        assert ".".join(map(str, versions["windows"])) in guide
+    for build in ("cu128", "cu126", "cu118"):
+        assert build in guide
+    assert "run.cmd" in guide and "NO_PROXY" in guide and "PIP_INDEX_URL" in guide and "Sysmem Fallback" in guide
