@@ -95,8 +95,11 @@ function Find-PyLauncherPython {
     # python.org's installer leaves "Add to PATH" unticked by default but always installs py.exe.
     $py = Get-Command py -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
     if (-not $py) { return $null }
+    # py prints "No suitable Python runtime found" for each version that is not installed; that is
+    # expected here, so its stderr is dropped (safe only with ErrorActionPreference Continue, see top).
+    $ErrorActionPreference = 'Continue'
     foreach ($version in '-3.12', '-3.11', '-3.10', '-3') {
-        $found = (& $py.Source $version -c 'import sys; print(sys.executable)' | Out-String).Trim()
+        $found = (& $py.Source $version -c 'import sys; print(sys.executable)' 2>$null | Out-String).Trim()
         if ($LASTEXITCODE -eq 0 -and $found) { return $found }
     }
     return $null
@@ -161,7 +164,6 @@ function New-Venv([string]$BasePython, [string]$Venv) {
 function Start-Ltxtrainer([string]$Root, [string]$BasePython, [string[]]$Arguments) {
     # $Root: the project folder (the launcher's own), so the launcher works from any current folder.
     if (-not $Arguments) { $Arguments = @() }  # .Count on $null fails under strict mode in PowerShell 5.1
-    Set-LauncherEnvironment
     $outputs = Join-Path $Root 'outputs'
     if (Test-Path -LiteralPath $outputs) { $script:LauncherLog = Join-Path $outputs 'launcher.log' }
     Push-Location -LiteralPath $Root  # popped on exit: the user's console keeps its own folder
@@ -211,3 +213,7 @@ function Start-Ltxtrainer([string]$Root, [string]$BasePython, [string[]]$Argumen
     Wait-IfWindowCloses $code
     exit $code
 }
+
+# UTF-8 before anything runs Python: the interpreter paths the launchers read back from Python
+# (py.exe's sys.executable) may hold Chinese characters.
+Set-LauncherEnvironment
