@@ -25,7 +25,8 @@ def proxy_environment(environ: Mapping[str, str], system_proxies: Mapping[str, s
     """The environment variables to set so loopback bypasses any proxy and other traffic keeps it.
 
     `system_proxies`: what the OS configures outside the environment (on Windows the registry, as
-    `urllib.request.getproxies_registry()` reads it: {"http": "http://127.0.0.1:7890", ...}).
+    `urllib.request.getproxies_registry()` reads it: {"http": "http://127.0.0.1:7890", ...}; on
+    macOS the system settings).
     Existing NO_PROXY entries (either spelling; Python prefers the lower-case one) are kept.
     """
     updates: dict[str, str] = {}
@@ -46,7 +47,12 @@ def proxy_environment(environ: Mapping[str, str], system_proxies: Mapping[str, s
 
 def bypass_proxy_for_loopback(environ: MutableMapping[str, str] = os.environ) -> None:
     """Apply `proxy_environment` to this process; call it before gradio (and httpx) are imported."""
-    system = urllib.request.getproxies_registry() if sys.platform == "win32" else {}
+    if sys.platform == "win32":
+        system = urllib.request.getproxies_registry()
+    elif sys.platform == "darwin":  # System Settings' proxy, which Python likewise stops reading
+        system = urllib.request.getproxies_macosx_sysconf()
+    else:  # Linux desktops' proxy settings reach programs only through the environment
+        system = {}
     environ.update(proxy_environment(environ, system))
 
 
