@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -116,12 +117,13 @@ def query_gpu() -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
 
 
 def _nvidia_smi() -> str:
+    on_path = shutil.which("nvidia-smi")
+    if on_path:
+        return on_path
     # Older Windows drivers install nvidia-smi here without putting it on PATH.
     classic = os.path.join(os.environ.get("ProgramFiles", r"C:\Program Files"), "NVIDIA Corporation", "NVSMI",
                            "nvidia-smi.exe")
-    if os.name == "nt" and os.path.isfile(classic):
-        return classic
-    return "nvidia-smi"
+    return classic if os.name == "nt" and os.path.isfile(classic) else "nvidia-smi"
 
 
 def torch_constraint(installed_version: str) -> str:
