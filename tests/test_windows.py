@@ -60,6 +60,32 @@ def test_a_training_stopped_by_its_stop_file_alone_saves_a_checkpoint_and_exits_
     assert saved and saved[-1][0] >= 1
 
 
+def test_the_gui_stop_of_a_real_training_saves_once_and_does_not_kill(tiny_model_dir, tmp_path):
+    """On POSIX the GUI's Stop both writes the stop file and sends SIGINT: together they are one Ctrl+C, not two."""
+    data = tmp_path / "data"
+    write_sample(data, "clip", frames=2, height=2, width=2, seed=0)
+    output = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(make_config(tiny_model_dir, data, output, **{"optimization.steps": 100000}),
+                                     allow_unicode=True), encoding="utf-8")
+    runner = JobRunner(tmp_path / "jobs")
+    try:
+        job = runner.submit("train", "训练", [sys.executable, TRAIN, str(config)], cwd=tmp_path)
+        deadline = time.monotonic() + 120
+        while not any(e["event"] == "step" for e in runner.events(job.id)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert runner.stop(job.id) == "interrupted"
+        stopped = runner.wait(job.id, timeout=120)
+        assert stopped.status == "stopped" and stopped.exit_code == 130, runner.read_log(job.id)
+        assert checkpoints.list_checkpoints(output)
+    finally:
+        for job in runner.jobs():
+            if job.active:
+                runner.stop(job.id)
+                runner.stop(job.id)
+        runner.close()
+
+
 # Follows only the stop file: ignores SIGINT, as a process on another console never receives it.
 FILE_ONLY_TRAINER = textwrap.dedent(
     """
