@@ -5,10 +5,13 @@
 #   ./run.sh demo       run the end-to-end demo on the tiny models (any machine, CPU is fine)
 #   ./run.sh env        print the environment report
 # Environment overrides: PYTHON (interpreter used to create the venv), LTXT_VENV (venv folder),
-# TORCH_SPEC (e.g. "torch==2.7.1"), TORCH_INDEX_URL (a PyTorch wheel index, or "pypi" for PyPI).
+# TORCH_SPEC (e.g. "torch==2.7.1"), TORCH_INDEX_URL (a PyTorch wheel index, or "pypi" for PyPI;
+# default: the CUDA build the NVIDIA driver runs, see ltxtrainer/install_plan.py), and pip's own
+# PIP_INDEX_URL (a PyPI mirror), PIP_TIMEOUT, PIP_RETRIES.
 set -euo pipefail
 cd "$(dirname "$0")"
-export PYTHONUTF8=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Slow or flaky links (3 GB of torch from abroad) need longer than pip's 15 s timeout.
+export PYTHONUTF8=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_TIMEOUT="${PIP_TIMEOUT:-120}" PIP_RETRIES="${PIP_RETRIES:-10}"
 
 venv="${LTXT_VENV:-.venv}"
 if [ ! -x "$venv/bin/python" ]; then
@@ -17,25 +20,21 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 
-# 1. torch first: a CUDA build when an NVIDIA driver answers, the CPU build otherwise.
+# 1. torch first: the CUDA build the NVIDIA driver runs, the CPU build without one.
 if ! "$py" -c "import torch" >/dev/null 2>&1; then
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    default_index="https://download.pytorch.org/whl/cu128"
-  else
-    default_index="https://download.pytorch.org/whl/cpu"
-  fi
-  index="${TORCH_INDEX_URL:-$default_index}"
+  index="$("$py" -I ltxtrainer/install_plan.py torch-index)"
   echo "[ltxtrainer] installing ${TORCH_SPEC:-torch} from ${index}" >&2
   if [ "$index" = "pypi" ]; then
     "$py" -m pip install "${TORCH_SPEC:-torch}"
   else
     "$py" -m pip install "${TORCH_SPEC:-torch}" --index-url "$index"
   fi
+  "$py" -I ltxtrainer/install_plan.py check-cuda
 fi
 
 # 2. Everything else, pinned to the installed torch so no package can swap its build.
 constraint="$venv/torch-constraint.txt"
-"$py" -c "import torch; print('torch==' + torch.__version__)" > "$constraint"
+"$py" -I ltxtrainer/install_plan.py constraint "$constraint"
 install_once() {  # install a requirements file only when it changed since the last install
   local req="$1" stamp="$venv/.$(basename "$1").sha256"
   local sum; sum="$(cat "$req" "$constraint" | "$py" -c "import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())")"

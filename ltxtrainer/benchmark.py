@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -27,6 +26,11 @@ from ltxtrainer import progress
 from ltxtrainer.config import TrainerConfig, config_from_dict
 from ltxtrainer.memory import MODEL_SHAPES, PROMPT_TOKENS, estimate_memory
 from ltxtrainer.models import ltx_video
+
+try:
+    import resource
+except ImportError:  # Windows has no resource module; there the benchmark measures GPU memory only
+    resource = None
 
 PROMPT_VALID_TOKENS = 48  # a typical caption; the rest is padding with a False mask
 FPS = 25.0

@@ -18,6 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ltxtrainer.desktop import bypass_proxy_for_loopback  # noqa: E402
+
+bypass_proxy_for_loopback()  # before anything imports gradio or httpx: a system proxy must not see 127.0.0.1
+
 from ltxtrainer.ui.i18n import LANGUAGES, default_language  # noqa: E402
 from ltxtrainer.ui.settings import load_settings  # noqa: E402
 from ltxtrainer.ui.workspace import AppPaths  # noqa: E402
@@ -61,20 +65,38 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
     language = args.lang or load_settings(paths.settings_file).get("language") or default_language()
 
+    import httpx
+
     from ltxtrainer.ui.app import launch
 
     try:
         _, url = launch(paths, language=language, port=args.port, listen=args.listen, share=args.share, auth=auth,
                         prevent_thread_lock=True)
-    except OSError as error:
-        print(f"Could not start the GUI server: {error}", file=sys.stderr)
-        return 1
+    except (OSError, httpx.HTTPError) as error:
+        return _could_not_start(error)
+    except Exception as error:
+        # gradio 6.31 raises a bare Exception when its check of the started server gets an error
+        # status (a proxy answering 502); any other exception is a bug and keeps its traceback.
+        if type(error) is not Exception:
+            raise
+        return _could_not_start(error)
     print(f"ltxtrainer GUI: {url}  (Ctrl+C to quit; running jobs keep going)", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
+
+
+def _could_not_start(error: BaseException) -> int:
+    print(
+        f"Could not start the GUI server: {type(error).__name__}: {error}\n"
+        "If a proxy or VPN is on (Clash, v2rayN, a company proxy), let it bypass 127.0.0.1 and localhost, or set "
+        f"the environment variable NO_PROXY=localhost,127.0.0.1,::1, then start again (NO_PROXY is now "
+        f"{os.environ.get('NO_PROXY', '')!r}).",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

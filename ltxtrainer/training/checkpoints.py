@@ -11,14 +11,14 @@ uninterrupted run does from k on (the reference trainer restarted at step 0 on r
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 import torch
 
-from ltxtrainer.atomic import commit_directory
+from ltxtrainer import progress
+from ltxtrainer.atomic import commit_directory, replace_with_retry
 from ltxtrainer.config import TrainerConfig
 from ltxtrainer.training.lora_io import LORA_FILE, load_lora_into, save_lora
 
@@ -89,13 +89,24 @@ def save_checkpoint(
 
 
 def prune_checkpoints(output_dir: Path, keep_last_n: int) -> None:
+    """Delete all but the newest `keep_last_n` checkpoints; one that cannot be deleted is kept, with a warning.
+
+    Pruning only saves disk space, so it must never end a training: on Windows a checkpoint
+    folder cannot be renamed while another program (ComfyUI loading its LoRA, OneDrive syncing
+    it, Explorer showing it) has a file in it open.
+    """
     if keep_last_n < 0:
         return
     for _, folder in list_checkpoints(output_dir)[:-keep_last_n]:
         # Hide it first (one atomic rename), so a kill during the delete never leaves a
         # half-deleted folder that still looks like a complete checkpoint.
         doomed = folder.with_name(f".{folder.name}.deleting")
-        os.replace(folder, doomed)
+        try:
+            replace_with_retry(folder, doomed)
+        except OSError as error:
+            progress.say(f"WARNING: could not delete the old checkpoint {folder} ({error}); it is kept. "
+                         "Close programs using files in it (ComfyUI, Explorer, OneDrive) and delete it by hand.")
+            continue
         shutil.rmtree(doomed, ignore_errors=True)
 
 

@@ -22,7 +22,7 @@ from accelerate.utils import DistributedType, set_seed
 from safetensors import SafetensorError
 from tqdm import tqdm
 
-from ltxtrainer import progress
+from ltxtrainer import platform_checks, progress, stopfile
 from ltxtrainer.config import ConfigError, TrainerConfig, save_config
 from ltxtrainer.data import BucketBatchOrder, PrecomputedDataset, collate
 from ltxtrainer.models import ltx_video
@@ -65,16 +65,30 @@ class TrainingResult:
 
 
 class _StopFlag:
-    """First Ctrl+C (or SIGTERM/SIGBREAK) asks for a clean stop after the current step; a second one kills."""
+    """A stop after the current step, asked for by the first Ctrl+C (or SIGTERM/SIGBREAK) or by the job's
+    stop file; a second signal kills.
+
+    The stop file (`ltxtrainer.stopfile`) is how the GUI reaches a training it started detached from
+    its console on Windows, where no Ctrl+C can arrive. On POSIX the GUI writes the file and also sends
+    SIGINT, so only signals count towards "second one kills": the file is not a first Ctrl+C.
+    """
 
     def __init__(self) -> None:
-        self.requested = False
+        self._signalled = False
+        self._file_seen = False
         self._previous: dict = {}
 
+    @property
+    def requested(self) -> bool:
+        if not self._signalled and not self._file_seen and stopfile.stop_requested():
+            self._file_seen = True
+            progress.say("Stop requested (stop file): finishing this step and saving a checkpoint.")
+        return self._signalled or self._file_seen
+
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self._signalled:
             raise KeyboardInterrupt
-        self.requested = True
+        self._signalled = True
         progress.say("Stop requested: finishing this step and saving a checkpoint (press Ctrl+C again to kill).")
 
     def __enter__(self) -> _StopFlag:
@@ -211,6 +225,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     config = config.model_copy(deep=True)  # settings resolved here (the validation fps) stay in this run
     accelerator = _make_accelerator(config)
     device = accelerator.device
+    platform_checks.refuse_options_needing_a_compiler(sys.platform, config, platform_checks.compute_capability(device))
     output_dir = Path(config.output_dir)
     metrics_path = output_dir / METRICS_FILE
     model_dir = require_model_folder(config.model.model_source)

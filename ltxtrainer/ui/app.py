@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from ltxtrainer.desktop import should_open_browser
 from ltxtrainer.ui import actions
 from ltxtrainer.ui.i18n import LANGUAGE_NAMES, LANGUAGES, t
 from ltxtrainer.ui.jobs import JobRunner
@@ -135,7 +136,7 @@ def launch(
     _, url, _ = demo.launch(
         server_name=host, server_port=chosen, share=share, auth=auth, prevent_thread_lock=prevent_thread_lock,
         allowed_paths=[str(paths.outputs), str(paths.train_date), str(paths.datasets)], quiet=True,
-        inbrowser=False,
+        inbrowser=should_open_browser(),  # a person at a desktop expects the browser to open
     )
     return demo, url or f"http://{host}:{chosen}/"
 

@@ -8,10 +8,13 @@ under a small supervisor (`python -m ltxtrainer.ui.jobs supervise ...`) that wai
 writes its exit code to `exit_code`; so a restarted server finds a finished job's real result,
 and keeps following one that is still running by its pid.
 
-Stopping is Ctrl+C semantics: the supervisor leads a new process group (POSIX session, or
-CREATE_NEW_PROCESS_GROUP on Windows) and the first Stop sends SIGINT / CTRL_BREAK_EVENT to the
-whole group, so `train.py` (and `run_pipeline.py` with its stage child) saves a checkpoint and
-exits 130. A second Stop kills the group.
+Stopping is Ctrl+C semantics: the first Stop writes the job's stop file (`<job>/stop`, named to
+the job in `LTXT_STOP_FILE`, see `ltxtrainer.stopfile`) and, on POSIX, also sends SIGINT to the
+job's process group (the supervisor leads a new session), so `train.py` (and `run_pipeline.py`
+with its stage child) saves a checkpoint and exits 130. A second Stop kills the group. On Windows
+the job runs on a hidden console of its own (CREATE_NO_WINDOW), so closing the launcher's window,
+whose close event reaches every process attached to it, no longer ends a training; no console
+signal reaches it there either, which is why the stop file exists.
 
 Secrets (an API key) are passed only in the child's environment, never written to job.json or
 the log; a queued job that needs one cannot survive a server restart and is cancelled then.
@@ -31,10 +34,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ltxtrainer.atomic import write_text_atomic
+from ltxtrainer.stopfile import STOP_FILE_ENV, request_stop
 
 JOB_FILE = "job.json"
 LOG_FILE = "log.txt"
 EXIT_FILE = "exit_code"
+STOP_FILE = "stop"
 EXIT_STOPPED = 130  # what train.py and run_pipeline.py return after a clean stop
 
 ACTIVE = ("running", "stopping")
@@ -111,11 +116,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def interrupt_group(pid: int) -> None:
-    """Ctrl+C for the job's whole process group: the stage scripts save and exit 130."""
-    if os.name == "nt":
-        os.kill(pid, signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
-    else:
+def interrupt_group(pid: int, stop_file: Path) -> None:
+    """Ctrl+C for the job's whole process group: the stage scripts save and exit 130.
+
+    The stop file reaches every process of the job on every platform; SIGINT also reaches a child
+    that does not poll it (a stage between steps, a library call). Windows has no console in
+    common with a detached job, so the file is all there is.
+    """
+    request_stop(stop_file)
+    if os.name != "nt":
         os.killpg(pid, signal.SIGINT)
 
 
@@ -230,7 +239,7 @@ class JobRunner:
             return "nothing"
         try:
             if job.stop_requests == 1:
-                interrupt_group(pid)
+                interrupt_group(pid, self.jobs_dir / job_id / STOP_FILE)
                 return "interrupted"
             kill_group(pid)
             return "killed"
@@ -357,13 +366,20 @@ class JobRunner:
     def _launch(self, job: Job) -> None:
         folder = self.jobs_dir / job.id
         folder.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
+        (folder / STOP_FILE).unlink(missing_ok=True)  # a Stop of an earlier attempt is no request for this one
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8",
+               STOP_FILE_ENV: str(folder / STOP_FILE)}
         env.update(self._secrets.get(job.id, {}))
         command = [sys.executable, "-m", "ltxtrainer.ui.jobs", "supervise", str(folder), "--", *job.argv]
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")]))
         options: dict = {}
         if os.name == "nt":
-            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+            # Its own hidden console: closing the launcher's window must not end the training.
+            # (DETACHED_PROCESS would give no console at all, and every console child of the job
+            # would then open a window of its own.)
+            options["creationflags"] = (
+                subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
+            )
         else:
             options["start_new_session"] = True
         with open(folder / LOG_FILE, "ab") as log:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +18,18 @@ from ltxtrainer.training import checkpoints
 from ltxtrainer.training.lora_io import LORA_FILE
 from ltxtrainer.training.trainer import TrainingFailed, run_training
 from tests.precomputed import write_sample
-from tests.reliability.conftest import hard_kill, last_line, start_training, wait_for_step, write_config
+from tests.reliability.conftest import (
+    POSIX_ONLY,
+    hard_kill,
+    last_line,
+    start_training,
+    wait_for_step,
+    write_config,
+)
 from tests.test_training import make_config
+
+if sys.platform != "win32":  # no resource module on Windows; the tests using it are POSIX_ONLY
+    import resource
 
 STEPS = 30
 
@@ -59,6 +69,7 @@ def kill_during_save(process, output: Path, deadline_s: float) -> bool:
     return False
 
 
+@POSIX_ONLY
 def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tiny_model_dir, dataset, tmp_path, outcome):
     common = {"optimization.steps": STEPS, "checkpoints.interval": 1, "checkpoints.keep_last_n": -1,
               "lora.dropout": 0.1}
@@ -144,6 +155,7 @@ def disk_full_run(tiny_model_dir, tmp_path_factory) -> dict:
     return {"output": output, "before": before, "returncode": process.returncode, "stderr": stderr}
 
 
+@POSIX_ONLY
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(disk_full_run, outcome):
     output, stderr = disk_full_run["output"], disk_full_run["stderr"]
     assert disk_full_run["returncode"] != 0, stderr[-2000:]
@@ -160,6 +172,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(disk_full_run, out
     )
 
 
+@POSIX_ONLY
 def test_disk_full_while_saving_says_so_in_one_paragraph(disk_full_run, outcome):
     stderr = disk_full_run["stderr"]
     outcome(
