@@ -21,6 +21,7 @@ from ltxtrainer import atomic, desktop, platform_checks
 from ltxtrainer.config import ConfigError, TrainerConfig, config_from_dict
 from ltxtrainer.stopfile import STOP_FILE_ENV
 from ltxtrainer.training import checkpoints
+from ltxtrainer.training.trainer import run_training
 from ltxtrainer.ui.jobs import STOP_FILE, JobRunner
 from tests.precomputed import write_sample
 from tests.test_training import make_config, train
@@ -291,6 +292,17 @@ def test_options_that_need_a_compiler_are_refused_on_windows_with_the_alternativ
     assert message.count("\n- ") == len(refused)  # one line per refused option, naming it
     assert all(f"acceleration.{name}" in message or f"quantization: {name}" in message for name in refused)
     assert "int8-quanto" in message or "false" in message  # the alternative
+
+
+def test_the_trainer_refuses_a_compiler_option_on_windows_before_loading_the_model(monkeypatch, tmp_path):
+    """The check must be wired into the trainer, not only exist: on win32 an int2 run stops at once,
+    before the (missing) model folder is even looked at."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    config = make_config(tmp_path / "no model here", tmp_path / "no data", tmp_path / "run",
+                         **{"acceleration.quantization": "int2-quanto"})
+    with pytest.raises(ConfigError, match="int2-quanto"):
+        run_training(config_from_dict(config))
+    assert not (tmp_path / "run").exists()
 
 
 # ---- modules Windows lacks ----------------------------------------------------------------------
