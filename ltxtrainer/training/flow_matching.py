@@ -47,6 +47,13 @@ def first_frame_token_count(height: int, width: int) -> int:
     return height * width
 
 
+def can_condition_first_frame(num_frames: int) -> bool:
+    """First-frame conditioning needs a frame after the first: in a one-frame latent (an image)
+    every token would be clean, so the loss and its gradient would be zero while the optimizer
+    still steps and the schedule advances."""
+    return num_frames > 1
+
+
 def noisy_inputs(
     latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, clean_first_tokens: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -475,7 +475,10 @@ def _training_loss(
         batch_size, tokens, generator,
     )
     noise = torch.randn(latents.shape, generator=generator, pin_memory=on_gpu)
-    condition_first = torch.rand(1, generator=generator).item() < config.first_frame_conditioning_p
+    coin = torch.rand(1, generator=generator).item()  # drawn for every batch, so later draws never shift
+    condition_first = coin < config.first_frame_conditioning_p and flow_matching.can_condition_first_frame(
+        batch["num_frames"]
+    )
     clean_tokens = flow_matching.first_frame_token_count(batch["height"], batch["width"]) if condition_first else 0
 
     def to_device(tensor: torch.Tensor, to_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -492,9 +495,23 @@ def _training_loss(
         num_frames=batch["num_frames"],
         height=batch["height"],
         width=batch["width"],
-        rope_interpolation_scale=ltx_video.rope_interpolation_scale(batch["fps"]),
+        rope_interpolation_scale=_rope_interpolation_scale(batch["fps"], device),
         return_dict=False,
     )[0]
     if not clean_tokens:  # every token counts: the masked mean is the plain mean, in fewer ops
         return torch.nn.functional.mse_loss(prediction.float(), target.float())
     return flow_matching.masked_mse(prediction, target, loss_mask)
+
+
+def _rope_interpolation_scale(fps: float | torch.Tensor, device: torch.device) -> tuple:
+    """The RoPE scale `LTXPipeline` passes for each sample's frame rate (one bucket may mix rates).
+
+    A batch of one frame rate gets the pipeline's own tuple. Mixed rates get a temporal scale of
+    shape [B, 1, 1, 1, 1]: diffusers' LTX rope multiplies its frame grid [B, 1, F, H, W] by it
+    (`LTXVideoRotaryPosEmbed._prepare_video_coords`, diffusers 0.42), so each sample keeps its own.
+    """
+    scales = [ltx_video.rope_interpolation_scale(float(rate)) for rate in torch.as_tensor(fps).reshape(-1)]
+    if all(scale == scales[0] for scale in scales):
+        return scales[0]
+    temporal = torch.tensor([scale[0] for scale in scales], dtype=torch.float32, device=device)
+    return (temporal.view(-1, 1, 1, 1, 1), *scales[0][1:])
