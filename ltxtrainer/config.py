@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ltxtrainer.atomic import write_text_atomic
 
@@ -29,6 +37,16 @@ class ConfigError(ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_or_false_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`rank: true` is a slip, not rank 1: pydantic's lax mode would read a boolean as 1 or 0."""
+        annotation = cls.model_fields[info.field_name].annotation
+        types = {annotation, *getattr(annotation, "__args__", ())}
+        if isinstance(value, bool) and types & {int, float} and bool not in types:
+            raise ValueError(f"expected a number, got {value!r}")
+        return value
 
 
 class ModelConfig(Section):
@@ -224,6 +242,10 @@ def _describe(error: dict) -> str:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if not error["loc"]:  # a check across sections: its message names the fields
+        return message
+    if isinstance(value, dict):  # a whole section: its fields are in the user's file, not worth repeating
+        return f"{path}: {message}"
     return f"{path} = {value!r}: {message}"
 
 
