@@ -55,8 +55,10 @@ def test_first_frame_tokens_stay_clean_and_leave_the_loss():
 
 
 def test_per_step_seeds_differ_by_step_and_rank_and_repeat_exactly_in_another_process():
-    seeds = {flow_matching.per_step_seed(42, step, rank) for step in range(50) for rank in range(4)}
+    seeds = {flow_matching.per_step_seed(42, step, rank, world=4) for step in range(50) for rank in range(4)}
     assert len(seeds) == 200
+    # Rank r of 4 at micro-step m draws what one process draws for the same batch, micro-step 4m + r.
+    assert flow_matching.per_step_seed(42, 7, 3, world=4) == flow_matching.per_step_seed(42, 31, 0)
     # A resumed run is a new process (another hash seed, other global generators): it must draw
     # the same seeds as the run it continues.
     code = (

@@ -25,12 +25,22 @@ from ltxtrainer.config import TrainerConfig
 from ltxtrainer.export import DIFFUSERS_COMPONENT, DIFFUSERS_METADATA_KEY, LTXTRAINER_METADATA_KEY
 
 LORA_FILE = "lora_weights.safetensors"
+# A folder where every rank writes its adapter at each micro-step (`trainer._save_rank_adapter`).
+RANK_ADAPTERS_ENV = "LTXT_RANK_ADAPTERS_DIR"
 
 
 def adapter_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
     """peft's view of the adapter (keys without the adapter name), as contiguous CPU tensors."""
     state = get_peft_model_state_dict(transformer, adapter_name="default")
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+def save_rank_adapter(model: torch.nn.Module, path: Path) -> None:
+    """This rank's adapter tensors as they are now, unfolded fp32, for comparing ranks."""
+    from accelerate.utils import extract_model_from_parallel
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(adapter_state_dict(extract_model_from_parallel(model)), str(path))
 
 
 def lora_metadata(config: TrainerConfig) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -28,7 +29,13 @@ from ltxtrainer.data import BucketBatchOrder, PrecomputedDataset, collate
 from ltxtrainer.models import ltx_video
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.training import checkpoints, flow_matching
-from ltxtrainer.training.lora_io import LORA_FILE, load_lora_into, save_lora
+from ltxtrainer.training.lora_io import (
+    LORA_FILE,
+    RANK_ADAPTERS_ENV,
+    load_lora_into,
+    save_lora,
+    save_rank_adapter,
+)
 from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
 from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
 
@@ -459,7 +466,9 @@ def _training_loss(
     for the GPU to drain. The model gets its inputs in the dtype of its frozen weights, as the
     pipeline feeds it at inference.
     """
-    seed = flow_matching.per_step_seed(config.seed, micro_step, rank)
+    _save_rank_adapter(model, micro_step, rank)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    seed = flow_matching.per_step_seed(config.seed, micro_step, rank, world)
     # LoRA dropout draws from the global generator of the model's device. Seed only that one:
     # torch.manual_seed would also queue seeding for every lazy backend (CUDA, XPU, MTIA), which
     # formats a stack trace each time, about half a millisecond per step.
@@ -515,3 +524,12 @@ def _rope_interpolation_scale(fps: float | torch.Tensor, device: torch.device) -
         return scales[0]
     temporal = torch.tensor([scale[0] for scale in scales], dtype=torch.float32, device=device)
     return (temporal.view(-1, 1, 1, 1, 1), *scales[0][1:])
+
+
+def _save_rank_adapter(model, micro_step: int, rank: int) -> None:
+    """With LTXT_RANK_ADAPTERS_DIR set, every rank writes the adapter it starts each micro-step with
+    (`rank<R>_micro<M>.safetensors`): a check that data-parallel ranks stay identical, which the
+    multi-process tests read; only rank 0 saves anything otherwise. Off (and free) by default."""
+    folder = os.environ.get(RANK_ADAPTERS_ENV)
+    if folder:
+        save_rank_adapter(model, Path(folder) / f"rank{rank}_micro{micro_step:06d}.safetensors")
