@@ -201,3 +201,57 @@ def test_user_errors_exit_1_with_a_paragraph_not_a_traceback(tiny_model_dir, dat
     assert result.returncode == 1
     assert shard.name in result.stderr and "Traceback" not in result.stderr
     assert not checkpoints.list_checkpoints(tmp_path / "run2")
+
+
+FSDP2_SHARDED_ADAPTER = """
+import sys
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from safetensors.torch import save_file
+from ltxtrainer.config import config_from_dict
+from ltxtrainer.models import ltx_video
+from ltxtrainer.training.lora_io import adapter_state_dict
+from ltxtrainer.training.model_setup import prepare_transformer
+from tests.test_training import make_config
+
+dist.init_process_group("gloo")
+model_dir, output = sys.argv[1], sys.argv[2]
+config = config_from_dict(make_config(model_dir, output, output))
+torch.manual_seed(0)
+transformer = prepare_transformer(ltx_video.load_transformer(model_dir), config, torch.device("cpu"))
+with torch.no_grad():  # peft starts lora_B at zero; make every element tell
+    for name, parameter in transformer.named_parameters():
+        if "lora_" in name:
+            parameter.copy_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(len(name))))
+unsharded = adapter_state_dict(transformer)
+for block in transformer.transformer_blocks:  # accelerate's TRANSFORMER_BASED_WRAP on LTXVideoTransformerBlock
+    fully_shard(block)
+fully_shard(transformer)
+local = {name: p.to_local().shape[0] for name, p in transformer.named_parameters() if "lora_A" in name}
+gathered = adapter_state_dict(transformer)
+rank = dist.get_rank()
+save_file(gathered, f"{output}/rank{rank}.safetensors")
+if rank == 0:
+    save_file(unsharded, f"{output}/unsharded.safetensors")
+print("local lora_A rows", sorted(set(local.values())), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_under_fsdp2_every_rank_gathers_the_whole_adapter(repo_root, tiny_model_dir, tmp_path):
+    """torch's fully_shard on two CPU gloo ranks (what accelerate's FSDP2 plugin applies on GPUs):
+    each rank holds half of every adapter matrix, and `adapter_state_dict` returns them whole."""
+    script = tmp_path / "fsdp2_adapter.py"
+    script.write_text(FSDP2_SHARDED_ADAPTER, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        str(script), str(tiny_model_dir), str(tmp_path),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=repo_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "local lora_A rows [4]" in result.stdout  # rank 8 split over two ranks: really sharded
+    unsharded = load_file(tmp_path / "unsharded.safetensors")
+    for rank in range(2):
+        assert_same_adapter(load_file(tmp_path / f"rank{rank}.safetensors"), unsharded, exact=True)

@@ -19,6 +19,7 @@ import torch
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor
 
 from ltxtrainer.atomic import write_atomic
 from ltxtrainer.config import TrainerConfig
@@ -30,9 +31,17 @@ RANK_ADAPTERS_ENV = "LTXT_RANK_ADAPTERS_DIR"
 
 
 def adapter_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """peft's view of the adapter (keys without the adapter name), as contiguous CPU tensors."""
+    """peft's view of the adapter (keys without the adapter name), as whole contiguous CPU tensors.
+
+    Under FSDP2 each parameter is a DTensor holding this rank's shard; `full_tensor()` gathers it,
+    which is a collective: under FSDP every rank must call this together, never the main one alone.
+    """
     state = get_peft_model_state_dict(transformer, adapter_name="default")
-    return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+    return {key: _whole(value).detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def save_rank_adapter(model: torch.nn.Module, path: Path) -> None:
