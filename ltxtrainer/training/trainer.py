@@ -460,6 +460,8 @@ def _training_loss(
 ):
     """One micro-batch of flow-matching loss; all randomness comes from the step's own seed.
 
+    That seed is a function of the batch's place in the run (micro-step x world size + rank), so
+    N data-parallel ranks draw what one process with N-fold accumulation draws for the same batches.
     Random draws come from a CPU generator (identical on every machine, which is what makes resume
     exact); everything else is computed on `device`. Copies to the GPU are non-blocking (the
     DataLoader pins the batch; the noise is drawn into pinned memory), so the step never waits
