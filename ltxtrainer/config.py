@@ -40,12 +40,18 @@ class Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_true_or_false_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """`rank: true` is a slip, not rank 1: pydantic's lax mode would read a boolean as 1 or 0."""
+    def _strict_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`rank: true` is a slip, not rank 1 (pydantic's lax mode reads a boolean as 1 or 0), and a
+        whole number must be written as one. Float fields still take text: PyYAML reads `1e-4`
+        (no dot) as a string, and the reference configs write learning rates that way."""
         annotation = cls.model_fields[info.field_name].annotation
         types = {annotation, *getattr(annotation, "__args__", ())}
-        if isinstance(value, bool) and types & {int, float} and bool not in types:
+        if bool in types or not types & {int, float}:
+            return value
+        if isinstance(value, bool):
             raise ValueError(f"expected a number, got {value!r}")
+        if isinstance(value, str) and float not in types:
+            raise ValueError(f"expected an integer, got the text {value!r}")
         return value
 
 
