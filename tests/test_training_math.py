@@ -64,6 +64,13 @@ def test_a_batch_of_two_frame_rates_gives_each_sample_its_own_rope_scale(tiny_mo
     torch.testing.assert_close(together, torch.cat(alone), rtol=1e-5, atol=1e-6)
     # A batch of one frame rate gets exactly the pipeline's tuple.
     assert _rope_interpolation_scale(torch.tensor([24.0, 24.0]), torch.device("cpu")) == (8 / 24, 32, 32)
+    # And the mixed batch trains as the templates run (bf16, gradient checkpointing).
+    result = train(
+        tiny_model_dir, data, tmp_path / "run",
+        **{"optimization.steps": 2, "optimization.batch_size": 2, "acceleration.mixed_precision_mode": "bf16",
+           "optimization.enable_gradient_checkpointing": True},
+    )
+    assert result.final_step == 2 and all(loss == loss for loss in step_losses(tmp_path / "run"))
 
 
 def test_a_bucket_remainder_is_dropped_not_weighted_up():
