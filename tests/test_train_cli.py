@@ -77,6 +77,13 @@ def assert_same_adapter(actual: dict, expected: dict, exact: bool = False) -> No
             torch.testing.assert_close(actual[key].float(), expected[key].float(), rtol=1e-3, atol=1e-6)
 
 
+# The shipped templates' precision; 4 samples deal evenly to 2 ranks. A constant learning rate, so a
+# 2-step run resumed to 3 steps follows the 3-step run's schedule.
+MULTI_PROCESS = {
+    "optimization.steps": 3, "acceleration.mixed_precision_mode": "bf16", "optimization.scheduler_type": "constant",
+}
+
+
 @pytest.fixture()
 def one_process_run(tiny_model_dir, dataset, tmp_path, monkeypatch) -> tuple[Path, Path]:
     """One process, gradient accumulation 2: the same global batch as two ranks of batch 1."""
@@ -87,13 +94,6 @@ def one_process_run(tiny_model_dir, dataset, tmp_path, monkeypatch) -> tuple[Pat
         tiny_model_dir, dataset, output, **MULTI_PROCESS, **{"optimization.gradient_accumulation_steps": 2}
     )))
     return output, ranks_dir
-
-
-# The shipped templates' precision; 4 samples deal evenly to 2 ranks. A constant learning rate, so a
-# 2-step run resumed to 3 steps follows the 3-step run's schedule.
-MULTI_PROCESS = {
-    "optimization.steps": 3, "acceleration.mixed_precision_mode": "bf16", "optimization.scheduler_type": "constant",
-}
 
 
 def test_two_ddp_ranks_stay_identical_and_equal_one_process_with_the_same_global_batch(
