@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ltxtrainer.atomic import write_text_atomic
 
@@ -29,6 +37,22 @@ class ConfigError(ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`rank: true` is a slip, not rank 1 (pydantic's lax mode reads a boolean as 1 or 0), and a
+        whole number must be written as one. Float fields still take text: PyYAML reads `1e-4`
+        (no dot) as a string, and the reference configs write learning rates that way."""
+        annotation = cls.model_fields[info.field_name].annotation
+        types = {annotation, *getattr(annotation, "__args__", ())}
+        if bool in types or not types & {int, float}:
+            return value
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        if isinstance(value, str) and float not in types:
+            raise ValueError(f"expected an integer, got the text {value!r}")
+        return value
 
 
 class ModelConfig(Section):
@@ -230,6 +254,10 @@ def _describe(error: dict) -> str:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if not error["loc"]:  # a check across sections: its message names the fields
+        return message
+    if isinstance(value, dict):  # a whole section: its fields are in the user's file, not worth repeating
+        return f"{path}: {message}"
     return f"{path} = {value!r}: {message}"
 
 

@@ -3,6 +3,8 @@
 Files follow the reference LTX-Video-Trainer layout (FIELD_NOTES §2), so data preprocessed there
 trains here unchanged: `.precomputed/latents/<media>.pt` holds packed latents [T, C] with their
 latent frame/height/width and fps, `.precomputed/conditions/<media>.pt` the T5 embeddings and mask.
+Its releases before late May 2025 named them flat, `latents/latent_00000000.pt` beside
+`conditions/condition_00000000.pt`, and the earliest wrote no fps; both are read too.
 
 Batches are drawn from one bucket at a time (the reference trainer handles a single bucket), and
 the order is a pure function of (seed, epoch): resuming at step k replays exactly the batches an
@@ -17,7 +19,16 @@ from pathlib import Path
 
 import torch
 
+from ltxtrainer.progress import say
+
 Bucket = tuple[int, int, int]  # latent (frames, height, width)
+
+
+# A file without fps gets the frame rate LTXPipeline generates at by default; only the temporal
+# RoPE scale (8 / fps) depends on it.
+DEFAULT_FPS = 25.0
+# The reference trainer's flat naming before late May 2025: latent_N.pt pairs with condition_N.pt.
+_LEGACY_LATENT_PREFIX, _LEGACY_CONDITION_PREFIX = "latent_", "condition_"
 
 
 class DatasetError(ValueError):
@@ -70,18 +81,24 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         self.root = find_precomputed_root(root)
         latents_dir, conditions_dir = self.root / "latents", self.root / "conditions"
         samples: list[Sample] = []
+        without_fps = 0
         for latents_path in sorted(latents_dir.rglob("*.pt")):
-            relative = latents_path.relative_to(latents_dir)
-            conditions_path = conditions_dir / relative
-            if not conditions_path.is_file():
-                raise DatasetError(f"{latents_path} has no text embedding file {conditions_path}")
-            samples.append(Sample(latents_path, conditions_path, self._bucket_of(latents_path, expected_channels)))
+            conditions_path = _conditions_path(latents_path, latents_dir, conditions_dir)
+            bucket, has_fps = self._bucket_of(latents_path, expected_channels)
+            without_fps += not has_fps
+            samples.append(Sample(latents_path, conditions_path, bucket))
         if not samples:
             raise DatasetError(f"No precomputed samples (*.pt) in {latents_dir}")
+        if without_fps:
+            say(
+                f"{without_fps} of {len(samples)} precomputed latent files record no fps (written by an early "
+                f"reference trainer); training them as {DEFAULT_FPS:g} fps clips, the pipeline's default frame rate."
+            )
         self.samples = samples
 
     @staticmethod
-    def _bucket_of(path: Path, expected_channels: int | None) -> Bucket:
+    def _bucket_of(path: Path, expected_channels: int | None) -> tuple[Bucket, bool]:
+        """The sample's latent (frames, height, width), and whether the file records its fps."""
         # Memory-mapped: indexing needs shapes and sizes only, not every latent read from disk twice.
         data = _load(path, mmap=True)
         missing = {"latents", "num_frames", "height", "width"} - set(data)
@@ -99,7 +116,7 @@ class PrecomputedDataset(torch.utils.data.Dataset):
                 f"{path}: latents have {latents.shape[1]} channels but the model expects {expected_channels}; "
                 "was the dataset preprocessed with another model?"
             )
-        return (frames, height, width)
+        return (frames, height, width), "fps" in data
 
     @property
     def buckets(self) -> dict[Bucket, list[int]]:
@@ -122,14 +139,32 @@ class PrecomputedDataset(torch.utils.data.Dataset):
             "num_frames": int(latents["num_frames"]),
             "height": int(latents["height"]),
             "width": int(latents["width"]),
-            "fps": float(latents.get("fps", 24.0)),
+            "fps": float(latents.get("fps", DEFAULT_FPS)),
             "prompt_embeds": conditions["prompt_embeds"].float(),
             "prompt_attention_mask": conditions["prompt_attention_mask"].bool(),
         }
 
 
+def _conditions_path(latents_path: Path, latents_dir: Path, conditions_dir: Path) -> Path:
+    """The text embedding file of a latent file: the same relative path, or the legacy flat name."""
+    relative = latents_path.relative_to(latents_dir)
+    candidates = [conditions_dir / relative]
+    if latents_path.name.startswith(_LEGACY_LATENT_PREFIX):
+        legacy_name = _LEGACY_CONDITION_PREFIX + latents_path.name.removeprefix(_LEGACY_LATENT_PREFIX)
+        candidates.append(conditions_dir / relative.with_name(legacy_name))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(
+        f"{latents_path} has no text embedding file ({' or '.join(str(c) for c in candidates)})"
+    )
+
+
 def collate(items: list[dict]) -> dict:
-    """Stack one bucket's samples; text embeddings of different lengths are padded with a False mask."""
+    """Stack one bucket's samples; text embeddings of different lengths are padded with a False mask.
+
+    A bucket fixes the latent size but not the frame rate, so `fps` stays one value per sample.
+    """
     length = max(item["prompt_embeds"].shape[0] for item in items)
     embeds, masks = [], []
     for item in items:
@@ -144,16 +179,19 @@ def collate(items: list[dict]) -> dict:
         "num_frames": first["num_frames"],
         "height": first["height"],
         "width": first["width"],
-        "fps": first["fps"],
+        "fps": torch.tensor([item["fps"] for item in items], dtype=torch.float64),
     }
 
 
 class BucketBatchOrder:
     """Deterministic batches of one bucket each, shuffled fairly across buckets, split over ranks.
 
-    Each epoch shuffles every bucket's samples, cuts them into batches (a bucket smaller than the
-    batch size still makes one smaller batch, so tiny datasets train), and shuffles the batch list.
-    Rank r takes every world-th batch; lists are padded by wrapping so all ranks step together.
+    Each epoch shuffles every bucket's samples, cuts them into full batches and shuffles the batch
+    list. A bucket's remainder is left out of that epoch (the reference trainer's drop_last; a
+    smaller batch would give each of its samples up to batch_size times the weight of the others);
+    the next epoch's shuffle leaves out others. Only a bucket smaller than the batch size makes one
+    smaller batch, so tiny datasets still train. Rank r takes every world-th batch; lists are padded
+    by wrapping so all ranks step together.
     """
 
     def __init__(self, buckets: dict[Bucket, list[int]], batch_size: int, seed: int, rank: int = 0, world: int = 1):
@@ -167,7 +205,11 @@ class BucketBatchOrder:
         for indices in self.buckets.values():
             shuffled = indices[:]
             rng.shuffle(shuffled)
-            batches += [shuffled[i : i + self.batch_size] for i in range(0, len(shuffled), self.batch_size)]
+            if len(shuffled) < self.batch_size:
+                batches.append(shuffled)
+                continue
+            whole = len(shuffled) - len(shuffled) % self.batch_size
+            batches += [shuffled[i : i + self.batch_size] for i in range(0, whole, self.batch_size)]
         rng.shuffle(batches)
         return batches
 

@@ -16,13 +16,17 @@ ComfyUI's generic LoRA loader, as summarised in /work/shared/FIELD_NOTES.md §3:
   `.alpha` keys and alpha/rank folded into lora_B. That is what `to_comfyui` writes. It must NOT
   carry `lora_adapter_metadata` (diffusers would apply alpha/rank a second time); rank, alpha and
   the folded scale go under our own metadata key instead, so `to_diffusers` can unfold them.
+- diffusers before 0.35 ignore the metadata's alpha too, so the diffusers files we write (the
+  trainer's `lora_weights.safetensors`, `to_diffusers`) are folded the same way, with the metadata
+  saying alpha = rank and our record holding the trained values. Files without our record (the
+  trainer's before this, other tools') are read unfolded with the alpha their metadata states.
 - Module names inside `transformer_blocks.N` are the same in diffusers, ComfyUI and the original
   LTX code; outside the blocks they differ (`proj_in` vs `patchify_proj`, ...), so no single file
   can serve both there and such LoRAs are refused.
 
 Folding multiplies lora_B by alpha/rank in float32 and casts back: exact (bit for bit there and
-back) when alpha/rank is a power of two, exact to float rounding otherwise. The diffusers file
-stays the master copy.
+back) when alpha/rank is a power of two, exact to float rounding otherwise. The trainer's
+checkpoints keep the unfolded fp32 adapter.
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ class LoraFormatError(ValueError):
 
 @dataclass
 class LoraModule:
-    """One adapted linear layer: `down` is lora_A [rank, in], `up` lora_B [out, rank] UNFOLDED."""
+    """One adapted linear layer: `down` is lora_A [rank, in], `up` lora_B [out, rank] UNFOLDED
+    (float32 when read from a folded file; `down` keeps the file's dtype)."""
 
     down: torch.Tensor
     up: torch.Tensor
@@ -370,8 +375,8 @@ def read_lora(source: str | os.PathLike) -> LtxLora:
             alpha = float(rank)
         if rslora and module not in alpha_keys:
             alpha *= math.sqrt(rank)
-        if folded:
-            up = (up.float() / (alpha / rank)).to(up.dtype)
+        if folded:  # unfolded in float32: folding it back then rounds to the stored lora_B exactly
+            up = up.float() / (alpha / rank)
         modules[module] = LoraModule(down=down, up=up, alpha=alpha)
     if source_format in ("comfyui", "kohya") and not alpha_keys and not folded:
         notes.append(
@@ -429,30 +434,8 @@ def diffusers_adapter_metadata(lora: LtxLora) -> dict:
     }
 
 
-def diffusers_state_dict(lora: LtxLora) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of the diffusers file (`LTXPipeline.save_lora_weights` layout)."""
-    prefix = PREFIXES["diffusers"]
-    tensors: dict[str, torch.Tensor] = {}
-    for module, lora_module in lora.modules.items():
-        tensors[f"{prefix}{module}.lora_A.weight"] = lora_module.down.contiguous()
-        tensors[f"{prefix}{module}.lora_B.weight"] = lora_module.up.contiguous()
-    packed = {
-        f"{DIFFUSERS_COMPONENT}.{key}": value for key, value in diffusers_adapter_metadata(lora).items()
-    }
-    metadata = {"format": "pt", DIFFUSERS_METADATA_KEY: json.dumps(packed, indent=2, sort_keys=True)}
-    return tensors, metadata
-
-
-def comfyui_state_dict(lora: LtxLora) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of the file both ComfyUI and diffusers load at the trained strength."""
-    prefix = PREFIXES["comfyui"]
-    tensors: dict[str, torch.Tensor] = {}
-    for module, lora_module in lora.modules.items():
-        up = lora_module.up
-        tensors[f"{prefix}{module}.lora_A.weight"] = lora_module.down.contiguous()
-        tensors[f"{prefix}{module}.lora_B.weight"] = (
-            (up.float() * lora_module.scale).to(up.dtype).contiguous()
-        )
+def _folded_record(lora: LtxLora) -> dict:
+    """Our metadata record of a folded file: the trained rank, alpha(s) and LoraConfig kwargs."""
     alpha, alpha_pattern = _uniform_or_pattern({module: m.alpha for module, m in lora.modules.items()})
     record = {
         "folded": True,
@@ -463,7 +446,43 @@ def comfyui_state_dict(lora: LtxLora) -> tuple[dict[str, torch.Tensor], dict[str
     }
     if alpha_pattern:
         record["alphas"] = {module: _number(value) for module, value in alpha_pattern.items()}
-    return tensors, {"format": "pt", LTXTRAINER_METADATA_KEY: json.dumps(record, sort_keys=True)}
+    return record
+
+
+def _folded_tensors(lora: LtxLora, prefix: str) -> dict[str, torch.Tensor]:
+    """lora_A as is and lora_B times alpha/rank (in float32, cast to lora_A's dtype), under `prefix`."""
+    tensors: dict[str, torch.Tensor] = {}
+    for module, lora_module in lora.modules.items():
+        up = lora_module.up
+        tensors[f"{prefix}{module}.lora_A.weight"] = lora_module.down.contiguous()
+        folded = up.float() * lora_module.scale
+        tensors[f"{prefix}{module}.lora_B.weight"] = folded.to(lora_module.down.dtype).contiguous()
+    return tensors
+
+
+def diffusers_state_dict(lora: LtxLora) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of the diffusers file (`LTXPipeline.save_lora_weights` layout), folded.
+
+    Like the trainer's own file: alpha/rank folded into lora_B and `lora_adapter_metadata` saying
+    alpha = rank for every module, so diffusers before 0.35 (which ignore that alpha) load it at
+    the trained strength too; the trained values go in our record.
+    """
+    adapter = diffusers_adapter_metadata(lora)
+    rank_pattern = dict(adapter.get("rank_pattern") or {})
+    loaded_as = {**adapter, "lora_alpha": adapter["r"], "alpha_pattern": rank_pattern}
+    packed = {f"{DIFFUSERS_COMPONENT}.{key}": value for key, value in loaded_as.items()}
+    metadata = {
+        "format": "pt",
+        DIFFUSERS_METADATA_KEY: json.dumps(packed, indent=2, sort_keys=True),
+        LTXTRAINER_METADATA_KEY: json.dumps(_folded_record(lora), sort_keys=True),
+    }
+    return _folded_tensors(lora, PREFIXES["diffusers"]), metadata
+
+
+def comfyui_state_dict(lora: LtxLora) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of the file both ComfyUI and diffusers load at the trained strength."""
+    metadata = {"format": "pt", LTXTRAINER_METADATA_KEY: json.dumps(_folded_record(lora), sort_keys=True)}
+    return _folded_tensors(lora, PREFIXES["comfyui"]), metadata
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], destination: Path) -> None:
@@ -508,12 +527,12 @@ def _convert(source: str | os.PathLike, destination: str | os.PathLike | None, d
                 f"{path} is already a ComfyUI LoRA with alpha folded in; nothing to convert."
             )
         tensors, metadata = comfyui_state_dict(lora)
-        record = json.loads(metadata[LTXTRAINER_METADATA_KEY])
     else:
-        if lora.format == "diffusers":
-            raise LoraFormatError(f"{path} is already a diffusers LoRA; nothing to convert.")
+        # An unfolded diffusers file at alpha != rank is worth folding (diffusers < 0.35 misread it).
+        if lora.format == "diffusers" and (lora.folded or all(m.scale == 1 for m in lora.modules.values())):
+            raise LoraFormatError(f"{path} is already a diffusers LoRA that every version loads; nothing to convert.")
         tensors, metadata = diffusers_state_dict(lora)
-        record = {"folded": False, "rank": lora.rank, "alpha": _number(lora.alpha)}
+    record = json.loads(metadata[LTXTRAINER_METADATA_KEY])
     record.update(direction=direction, source=path.name, source_format=lora.format, source_sha256=source_hash)
     metadata[LTXTRAINER_METADATA_KEY] = json.dumps(record, sort_keys=True)
     _atomic_save(tensors, metadata, target)

@@ -4,7 +4,8 @@
     python scripts/convert_to_comfyui.py LORA.safetensors --merge --model-path DIR --strength S --output-dir DIR
 
 The input format (diffusers, ComfyUI, kohya, peft) is detected from the file. The ComfyUI file
-it writes loads at the trained strength in ComfyUI and in diffusers alike.
+it writes loads at the trained strength in ComfyUI and in diffusers alike; the diffusers file has
+alpha/rank folded in too, so diffusers releases before 0.35 (which ignore the stored alpha) load it right.
 """
 
 from __future__ import annotations

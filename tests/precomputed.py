@@ -25,3 +25,15 @@ def write_sample(
         path = root / ".precomputed" / kind / f"{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, path)
+
+
+def write_legacy_sample(root: Path, index: int, frames: int, height: int, width: int, seed: int) -> None:
+    """A sample as the reference trainer wrote them before late May 2025: flat numbered names, no fps."""
+    write_sample(root, f"clip{index}", frames, height, width, seed)
+    precomputed = root / ".precomputed"
+    latents_path = precomputed / "latents" / f"clip{index}.pt"
+    latents = torch.load(latents_path, weights_only=True)
+    del latents["fps"]
+    torch.save(latents, precomputed / "latents" / f"latent_{index:08d}.pt")
+    latents_path.unlink()
+    (precomputed / "conditions" / f"clip{index}.pt").rename(precomputed / "conditions" / f"condition_{index:08d}.pt")

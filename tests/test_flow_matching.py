@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from ltxtrainer.training import flow_matching
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_shift_is_linear_in_the_token_count():
@@ -47,7 +54,18 @@ def test_first_frame_tokens_stay_clean_and_leave_the_loss():
     assert flow_matching.masked_mse(prediction, target, mask).item() == pytest.approx(0.0)
 
 
-def test_per_step_seeds_differ_by_step_and_rank_and_repeat_exactly():
-    seeds = {flow_matching.per_step_seed(42, step, rank) for step in range(50) for rank in range(4)}
+def test_per_step_seeds_differ_by_step_and_rank_and_repeat_exactly_in_another_process():
+    seeds = {flow_matching.per_step_seed(42, step, rank, world=4) for step in range(50) for rank in range(4)}
     assert len(seeds) == 200
-    assert flow_matching.per_step_seed(42, 7, 1) == flow_matching.per_step_seed(42, 7, 1)
+    # Rank r of 4 at micro-step m draws what one process draws for the same batch, micro-step 4m + r.
+    assert flow_matching.per_step_seed(42, 7, 3, world=4) == flow_matching.per_step_seed(42, 31, 0)
+    # A resumed run is a new process (another hash seed, other global generators): it must draw
+    # the same seeds as the run it continues.
+    code = (
+        "import random, torch; random.seed(7); torch.manual_seed(7); from ltxtrainer.training import flow_matching; "
+        "print([flow_matching.per_step_seed(42, s, r) for s in (0, 7, 10_000) for r in (0, 1)])"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=True)
+    here = [flow_matching.per_step_seed(42, s, r) for s in (0, 7, 10_000) for r in (0, 1)]
+    assert done.stdout.strip() == str(here)

@@ -208,13 +208,24 @@ def test_two_buckets_train_in_one_run(tiny_model_dir, tmp_path):
 
 
 def test_batch_order_splits_work_between_ranks():
+    import random
+
     buckets = {(2, 2, 2): list(range(5)), (2, 2, 3): list(range(5, 8))}
-    single = BucketBatchOrder(buckets, batch_size=2, seed=1)
     ranks = [BucketBatchOrder(buckets, batch_size=2, seed=1, rank=r, world=2) for r in range(2)]
-    assert ranks[0].batches_per_epoch == ranks[1].batches_per_epoch
-    covered = {i for r in ranks for step in range(ranks[0].batches_per_epoch) for i in r.batch(step)}
+    assert ranks[0].batches_per_epoch == ranks[1].batches_per_epoch == 2
+    epoch = [r.batch(step) for r in ranks for step in range(2)]
+    # Three whole batches of 2 (each bucket's odd one sits out), the third wrapped round to even the ranks.
+    assert all(len(batch) == 2 for batch in epoch) and len({i for batch in epoch for i in batch}) == 6
+    covered = {i for r in ranks for step in range(40) for i in r.batch(step)}
     assert covered == set(range(8))
-    assert single.batch(3) == BucketBatchOrder(buckets, batch_size=2, seed=1).batch(3)  # pure function of the seed
+    # A pure function of (seed, epoch, rank): asked out of order, after the global generators moved,
+    # a fresh order repeats it, and another seed changes it.
+    later = [ranks[1].batch(step) for step in (7, 3, 0)]
+    random.seed(99)
+    torch.manual_seed(99)
+    assert [BucketBatchOrder(buckets, 2, seed=1, rank=1, world=2).batch(step) for step in (7, 3, 0)] == later
+    other_seed = BucketBatchOrder(buckets, 2, seed=2, rank=1, world=2)
+    assert [other_seed.batch(step) for step in range(8)] != [ranks[1].batch(step) for step in range(8)]
 
 
 def test_mismatched_precomputed_files_are_named(tmp_path):

@@ -47,6 +47,13 @@ def first_frame_token_count(height: int, width: int) -> int:
     return height * width
 
 
+def can_condition_first_frame(num_frames: int) -> bool:
+    """First-frame conditioning needs a frame after the first: in a one-frame latent (an image)
+    every token would be clean, so the loss and its gradient would be zero while the optimizer
+    still steps and the schedule advances."""
+    return num_frames > 1
+
+
 def noisy_inputs(
     latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, clean_first_tokens: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,8 +85,11 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, loss_mask: torch.
     return (squared * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def per_step_seed(seed: int, micro_step: int, rank: int) -> int:
-    """A seed that depends only on (run seed, micro-step, rank), so a resumed run draws the same noise."""
-    return (seed * 1_000_003 + micro_step * 7919 + rank * 104_729) % (2**63 - 1)
+def per_step_seed(seed: int, micro_step: int, rank: int, world: int = 1) -> int:
+    """A seed that depends only on (run seed, global micro-batch), so a resumed run draws the same noise.
 
-
+    The global micro-batch `micro_step * world + rank` is the position of this rank's batch in the
+    run's batch list (`BucketBatchOrder` deals batch k to rank k % world), so N ranks draw exactly
+    what one process with N times the gradient accumulation draws for the same batches.
+    """
+    return (seed * 1_000_003 + (micro_step * world + rank) * 7919) % (2**63 - 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -28,7 +29,13 @@ from ltxtrainer.data import BucketBatchOrder, PrecomputedDataset, collate
 from ltxtrainer.models import ltx_video
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.training import checkpoints, flow_matching
-from ltxtrainer.training.lora_io import LORA_FILE, load_lora_into, save_lora
+from ltxtrainer.training.lora_io import (
+    LORA_FILE,
+    RANK_ADAPTERS_ENV,
+    load_lora_into,
+    save_lora,
+    save_rank_adapter,
+)
 from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
 from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
 from ltxtrainer.training.validation import (
@@ -495,13 +502,17 @@ def _training_loss(
 ):
     """One micro-batch of flow-matching loss; all randomness comes from the step's own seed.
 
+    That seed is a function of the batch's place in the run (micro-step x world size + rank), so
+    N data-parallel ranks draw what one process with N-fold accumulation draws for the same batches.
     Random draws come from a CPU generator (identical on every machine, which is what makes resume
     exact); everything else is computed on `device`. Copies to the GPU are non-blocking (the
     DataLoader pins the batch; the noise is drawn into pinned memory), so the step never waits
     for the GPU to drain. The model gets its inputs in the dtype of its frozen weights, as the
     pipeline feeds it at inference.
     """
-    seed = flow_matching.per_step_seed(config.seed, micro_step, rank)
+    _save_rank_adapter(model, micro_step, rank)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    seed = flow_matching.per_step_seed(config.seed, micro_step, rank, world)
     # LoRA dropout draws from the global generator of the model's device. Seed only that one:
     # torch.manual_seed would also queue seeding for every lazy backend (CUDA, XPU, MTIA), which
     # formats a stack trace each time, about half a millisecond per step.
@@ -517,7 +528,10 @@ def _training_loss(
         batch_size, tokens, generator,
     )
     noise = torch.randn(latents.shape, generator=generator, pin_memory=on_gpu)
-    condition_first = torch.rand(1, generator=generator).item() < config.first_frame_conditioning_p
+    coin = torch.rand(1, generator=generator).item()  # drawn for every batch, so later draws never shift
+    condition_first = coin < config.first_frame_conditioning_p and flow_matching.can_condition_first_frame(
+        batch["num_frames"]
+    )
     clean_tokens = flow_matching.first_frame_token_count(batch["height"], batch["width"]) if condition_first else 0
 
     def to_device(tensor: torch.Tensor, to_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -534,9 +548,32 @@ def _training_loss(
         num_frames=batch["num_frames"],
         height=batch["height"],
         width=batch["width"],
-        rope_interpolation_scale=ltx_video.rope_interpolation_scale(batch["fps"]),
+        rope_interpolation_scale=_rope_interpolation_scale(batch["fps"], device),
         return_dict=False,
     )[0]
     if not clean_tokens:  # every token counts: the masked mean is the plain mean, in fewer ops
         return torch.nn.functional.mse_loss(prediction.float(), target.float())
     return flow_matching.masked_mse(prediction, target, loss_mask)
+
+
+def _rope_interpolation_scale(fps: float | torch.Tensor, device: torch.device) -> tuple:
+    """The RoPE scale `LTXPipeline` passes for each sample's frame rate (one bucket may mix rates).
+
+    A batch of one frame rate gets the pipeline's own tuple. Mixed rates get a temporal scale of
+    shape [B, 1, 1, 1, 1]: diffusers' LTX rope multiplies its frame grid [B, 1, F, H, W] by it
+    (`LTXVideoRotaryPosEmbed._prepare_video_coords`, diffusers 0.42), so each sample keeps its own.
+    """
+    scales = [ltx_video.rope_interpolation_scale(float(rate)) for rate in torch.as_tensor(fps).reshape(-1)]
+    if all(scale == scales[0] for scale in scales):
+        return scales[0]
+    temporal = torch.tensor([scale[0] for scale in scales], dtype=torch.float32, device=device)
+    return (temporal.view(-1, 1, 1, 1, 1), *scales[0][1:])
+
+
+def _save_rank_adapter(model, micro_step: int, rank: int) -> None:
+    """With LTXT_RANK_ADAPTERS_DIR set, every rank writes the adapter it starts each micro-step with
+    (`rank<R>_micro<M>.safetensors`): a check that data-parallel ranks stay identical, which the
+    multi-process tests read; only rank 0 saves anything otherwise. Off (and free) by default."""
+    folder = os.environ.get(RANK_ADAPTERS_ENV)
+    if folder:
+        save_rank_adapter(model, Path(folder) / f"rank{rank}_micro{micro_step:06d}.safetensors")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
@@ -264,11 +264,36 @@ FIELDS = ["lora.rank", "lora.dropout", "optimization.steps", "optimization.batch
 
 @settings(max_examples=80, deadline=None)
 @given(field=st.sampled_from(FIELDS), value=ANY_VALUE)
-def test_property_any_config_value_is_accepted_or_the_field_is_named(field, value):
+@example(field="lora.rank", value=True)
+@example(field="optimization.steps", value=False)
+@example(field="seed", value=True)
+@example(field="lora.dropout", value=True)
+@example(field="lora.rank", value="1")
+@example(field="optimization.learning_rate", value="1e-4")
+def test_property_any_config_value_is_kept_as_given_or_the_field_is_named(field, value):
+    """An accepted value is the value the user wrote (never `true` read as rank 1); a refused one names its field."""
     data = yaml.safe_load((REPO / "configs" / "tiny_demo.yaml").read_text(encoding="utf-8"))
     section, _, name = field.rpartition(".")
     (data[section] if section else data)[name] = value
     try:
-        config_from_dict(data)
+        config = config_from_dict(data)
     except ConfigError as error:
         assert field in str(error)
+        return
+    assert not isinstance(value, bool), f"{field}: {value!r} was accepted"
+    stored = getattr(getattr(config, section) if section else config, name)
+    if isinstance(value, str):  # only float fields take text (PyYAML reads `1e-4` as a string)
+        assert isinstance(stored, float) and stored == float(value)
+        return
+    assert stored == (tuple(value) if isinstance(value, list) else value)
+    assert type(stored) is (float if name in ("dropout", "learning_rate") else tuple if name == "video_dims" else int)
+
+
+def test_a_refusal_across_sections_names_the_field_not_the_whole_config():
+    data = yaml.safe_load((REPO / "configs" / "tiny_demo.yaml").read_text(encoding="utf-8"))
+    data["conditioning"] = {"mode": "reference_video"}
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict(data)
+    message = str(refused.value)
+    assert "conditioning.mode" in message
+    assert "model_source" not in message and "{" not in message and "(top level)" not in message
