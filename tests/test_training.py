@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ltxtrainer.config import config_from_dict
 from ltxtrainer.data import BucketBatchOrder, DatasetError, PrecomputedDataset
 from ltxtrainer.training import checkpoints
+from ltxtrainer.training.lora_io import LTXTRAINER_METADATA_KEY
 from ltxtrainer.training.trainer import run_training
 from tests.precomputed import write_sample
 
@@ -115,9 +117,13 @@ def test_lora_mode_changes_only_adapter_weights_and_the_file_loads_in_diffusers(
     pipe.load_lora_weights(str(result.lora_path), adapter_name="trained")
     after = transformer_output()
     assert not torch.allclose(before, after)
-    # diffusers read alpha from the metadata: the scaling is alpha / rank = 16 / 8, not 1.
+    # alpha / rank = 16 / 8 is folded into lora_B, so every diffusers version (those before 0.35 ignore
+    # the metadata) loads it at scaling 1; our own record keeps the trained rank and alpha.
     layer = pipe.transformer.transformer_blocks[0].attn1.to_q
-    assert layer.scaling["trained"] == pytest.approx(2.0)
+    assert layer.scaling["trained"] == pytest.approx(1.0)
+    with safe_open(str(result.lora_path), "pt") as handle:
+        record = json.loads(handle.metadata()[LTXTRAINER_METADATA_KEY])
+    assert record["folded"] and record["alpha"] == 16 and record["rank"] == 8
 
 
 def test_trainer_changes_only_adapter_parameters_in_memory(tiny_model_dir, one_clip, tmp_path):

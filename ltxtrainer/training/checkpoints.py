@@ -69,7 +69,7 @@ def save_checkpoint(
     try:
         if config.model.training_mode == "lora":
             # fp32 in checkpoints: a bf16 round trip would make the resumed run drift from an uninterrupted one.
-            save_lora(transformer, config, staging / LORA_FILE, dtype=torch.float32)
+            save_lora(transformer, config, staging / LORA_FILE, dtype=torch.float32, fold_alpha=False)
         else:
             transformer.save_pretrained(staging / FULL_MODEL_DIR, safe_serialization=True)
         rng = {"torch": torch.get_rng_state()}

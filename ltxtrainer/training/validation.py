@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ltxtrainer.config import ValidationConfig
-from ltxtrainer.data import PrecomputedDataset
+from ltxtrainer.data import DEFAULT_FPS, PrecomputedDataset
 
 # diffusers' LTX examples decode 0.9.1+ VAEs (timestep-conditioned decoders) with a little noise.
 DECODE_TIMESTEP = 0.05
@@ -58,8 +58,8 @@ def dataset_text_length(dataset: PrecomputedDataset) -> int:
 
 
 def dataset_frame_rate(dataset: PrecomputedDataset) -> float:
-    """The median fps of the dataset's clips (files written before fps was stored count as 24, as in training)."""
-    return float(statistics.median(float(_header(sample.latents_path).get("fps", 24.0)) for sample in dataset.samples))
+    """The median fps of the dataset's clips (files written before fps was stored count as data.DEFAULT_FPS, as in training)."""
+    return float(statistics.median(float(_header(sample.latents_path).get("fps", DEFAULT_FPS)) for sample in dataset.samples))
 
 
 def encode_validation_prompts(
