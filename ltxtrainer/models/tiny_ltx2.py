@@ -150,7 +150,12 @@ def connectors_config(version: LTX2Version = "2.0") -> dict:
     """The tiny text connectors: 2.0 shares one projection; 2.3 projects per modality, gated."""
     lt23 = version == "2.3"
     if lt23:
-        video_heads, video_dim, audio_heads, audio_dim = _VIDEO_HEADS, _VIDEO_HEAD_DIM, _AUDIO_HEADS, _AUDIO_HEAD_DIM
+        video_heads, video_dim, audio_heads, audio_dim = (
+            _VIDEO_HEADS,
+            _VIDEO_HEAD_DIM,
+            _AUDIO_HEADS,
+            _AUDIO_HEAD_DIM,
+        )
     else:  # 2.0: both connectors work at the Gemma width; the transformer projects afterwards
         video_heads = audio_heads = 2
         video_dim = audio_dim = TINY_GEMMA_HIDDEN // 2
