@@ -243,6 +243,25 @@ def test_audio_is_read_at_the_vae_rate_and_mono_stereo_and_5_1_become_stereo(tmp
     )
 
 
+def test_mel_spectrogram_puts_a_tone_in_its_slaney_mel_band_and_floors_silence() -> None:
+    from transformers.audio_utils import hertz_to_mel, mel_to_hertz
+
+    config = {"sample_rate": 16000, "mel_hop_length": 160, "mel_bins": 64}
+    times = torch.arange(16000) / 16000
+    tones = torch.stack(
+        [0.5 * torch.sin(2 * torch.pi * 440 * times), 0.5 * torch.sin(2 * torch.pi * 3000 * times)]
+    )
+    mel = ltx2.mel_spectrogram(torch.stack([tones, torch.zeros_like(tones)]), config)
+    assert mel.shape == (2, 2, 101, 64)  # [B, channels, frames (hop 160, centred), mel bins]
+    # Band centres of 64 Slaney bands between 0 Hz and 8 kHz.
+    edges = mel_to_hertz(np.linspace(0, hertz_to_mel(8000.0, "slaney"), 66), "slaney")
+    centres = torch.tensor(edges[1:-1])
+    for channel, tone in enumerate((440.0, 3000.0)):
+        peak = mel[0, channel, 50].argmax()
+        assert int(peak) == int((centres - tone).abs().argmin()), (tone, centres[peak])
+    assert (mel[1] == np.log(ltx2.LOG_MEL_FLOOR)).all()
+
+
 def test_audio_latents_match_the_pipelines_own_pack_and_normalise(pipelines) -> None:
     pipeline = pipelines["2.0"]
     duration = NUM_FRAMES / FPS
