@@ -118,6 +118,31 @@ def test_folder_check_recognises_ltx2_and_names_its_missing_parts(
     assert "audio_vae/" in report.message() and "Lightricks/LTX-2" in report.message()
 
 
+def test_every_component_loads_offline_as_the_class_model_index_names(
+    tiny_ltx2_dirs: dict[str, Path],
+) -> None:
+    folder = tiny_ltx2_dirs["2.3"]
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    names = [
+        "transformer",
+        "vae",
+        "audio_vae",
+        "vocoder",
+        "connectors",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+    ]
+    for name in names:
+        component = ltx2.load_component(folder, name, dtype=torch.bfloat16)
+        assert type(component).__name__ == index[name][1], name
+        if isinstance(component, torch.nn.Module):
+            assert next(component.parameters()).dtype == torch.bfloat16, name
+    tokenizer = ltx2.load_component(folder, "tokenizer")
+    assert tokenizer.unk_token_id not in tokenizer("a dog runs in the rain").input_ids
+    assert type(ltx2.load_pipeline(folder)) is LTX2Pipeline
+
+
 @pytest.mark.parametrize(
     ("class_name", "family"),
     [
@@ -327,8 +352,12 @@ def _add_lora(transformer, targets: list[str], rank: int = 4, alpha: int = 8) ->
 def test_one_lora_step_on_both_streams_trains_every_adapter(
     tiny_ltx2_dirs: dict[str, Path], pipelines, version: str
 ) -> None:
-    transformer = ltx2.load_component(tiny_ltx2_dirs[version], "transformer")
+    # As the shipped templates train: base weights in bf16, adapters in fp32.
+    transformer = ltx2.load_component(tiny_ltx2_dirs[version], "transformer", dtype=torch.bfloat16)
     _add_lora(transformer, ltx2.lora_target_modules(feed_forward=True, audio=True, cross_modal=True))
+    for name, parameter in transformer.named_parameters():
+        if "lora_" in name:
+            parameter.data = parameter.data.float()
     transformer.train()
     sample = _sample(pipelines[version], with_audio=True)
     inputs = ltx2.flow_matching_inputs(sample, torch.tensor([0.3, 0.8]), torch.Generator().manual_seed(0))
