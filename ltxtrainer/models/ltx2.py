@@ -15,6 +15,7 @@ when a modality is absent: the video prediction cannot depend on the dummy.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -53,8 +54,6 @@ class AudioFileError(ValueError):
 
 def _component_class(folder: Path, name: str):
     """The class model_index.json names for `name` (diffusers, transformers or diffusers' ltx2 package)."""
-    import importlib
-
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     library, class_name = index[name]
     module = {"ltx2": "diffusers.pipelines.ltx2"}.get(library, library)
@@ -72,9 +71,7 @@ def load_component(
     (LTX-2, 2.3) and Gemma 4 (2.5) load alike."""
     folder = require_model_folder(source)
     cls = _component_class(folder, name)
-    if name == "tokenizer":
-        return cls.from_pretrained(folder, subfolder=name, local_files_only=True)
-    if name == "scheduler":
+    if name in ("tokenizer", "scheduler"):  # no weights, no dtype
         return cls.from_pretrained(folder, subfolder=name, local_files_only=True)
     model = cls.from_pretrained(
         folder, subfolder=name, torch_dtype=dtype, local_files_only=True, use_safetensors=True
@@ -338,9 +335,9 @@ def encode_audio(audio_vae, waveform: torch.Tensor, duration_s: float) -> torch.
     latents = audio_vae.encode(mel).latent_dist.mode()
     frames = audio_latent_frames(config, duration_s)
     if latents.shape[2] < frames:
-        raise AudioFileError(
-            f"audio of {duration_s:.3f} s encoded to {latents.shape[2]} latent frames, fewer than the {frames} "
-            "the pipeline generates for that length"
+        raise ValueError(
+            f"the waveform encoded to {latents.shape[2]} latent frames, fewer than the {frames} the pipeline "
+            f"generates for {duration_s:.3f} s: pass at least duration_s of sound (read_audio pads to it)"
         )
     latents = pack_audio_latents(latents[:, :, :frames])
     return normalize_audio_latents(latents, audio_vae.latents_mean, audio_vae.latents_std)
