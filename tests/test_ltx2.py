@@ -266,6 +266,10 @@ def test_audio_is_read_at_the_vae_rate_and_mono_stereo_and_5_1_become_stereo(tmp
         ltx2.read_audio(_write_clip(tmp_path / "silent.mkv", 1.5, None, 16000, []), 16000, 2, 0.0, duration)
         is None
     )
+    broken = tmp_path / "坏 clip.mp4"
+    broken.write_text("not a video", encoding="utf-8")
+    with pytest.raises(ltx2.AudioFileError, match="坏 clip.mp4"):
+        ltx2.read_audio(broken, 16000, 2, 0.0, duration)
 
 
 def test_mel_spectrogram_puts_a_tone_in_its_slaney_mel_band_and_floors_silence() -> None:
