@@ -1,7 +1,7 @@
-"""Save the random tiny LTX-Video models (real diffusers layout) for the demo and for trying the GUI.
+"""Save the random tiny LTX-Video or LTX-2 models (real diffusers layout) for the demo and for trying the GUI.
 
-They load through exactly the code that loads the 13B model, so the whole pipeline can be tried
-on any machine in seconds; their output is noise, not video.
+They load through exactly the code that loads the real models, so the whole pipeline can be tried
+on any machine in seconds; their output is noise, not video (nor sound).
 """
 
 from __future__ import annotations
@@ -19,21 +19,43 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--output", type=Path, default=REPO_ROOT / "models" / "tiny-ltxv", help="folder to write"
+        "--family",
+        choices=("ltx_video", "ltx2"),
+        default="ltx_video",
+        help="model family: ltx_video (0.9, default) or ltx2 (LTX-2 with audio)",
+    )
+    parser.add_argument(
+        "--ltx2-version",
+        choices=("2.0", "2.3"),
+        default="2.0",
+        help="LTX-2 layout to build: 2.0, or 2.3 with gated attention (only with --family ltx2)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder to write (default models/tiny-ltxv, or models/tiny-ltx2 for --family ltx2)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is already complete")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights")
     args = parser.parse_args()
+    if args.output is None:
+        args.output = REPO_ROOT / "models" / ("tiny-ltx2" if args.family == "ltx2" else "tiny-ltxv")
 
     from ltxtrainer.models.folder import check_model_folder
 
     if (args.output / "model_index.json").is_file() and not args.force and check_model_folder(args.output).ok:
         print(f"Tiny models already in {args.output.resolve()} (kept; --force rebuilds them).")
         return 0
-    from ltxtrainer.models.tiny import save_tiny_model  # imports torch and diffusers: only when building
+    # These import torch and diffusers: only when building.
+    from ltxtrainer.models.tiny import save_tiny_model
+    from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
 
     try:
-        path = save_tiny_model(args.output, seed=args.seed, overwrite=True)
+        if args.family == "ltx2":
+            path = save_tiny_ltx2_model(args.output, version=args.ltx2_version, seed=args.seed, overwrite=True)
+        else:
+            path = save_tiny_model(args.output, seed=args.seed, overwrite=True)
     except OSError as error:
         print(f"Could not write the tiny models to {args.output}: {error}", file=sys.stderr)
         return 1

@@ -1,8 +1,11 @@
-"""Finding an LTX-Video model folder and checking it before anything heavy starts.
+"""Finding an LTX-Video or LTX-2 model folder and checking it before anything heavy starts.
 
 A missing shard normally surfaces minutes into a run as a cryptic loader traceback, and the
 seed GUI silently trained on random placeholders instead. Here every missing or broken file is
 named up front, with what to download and where to put it.
+
+The model family (LTX-Video 0.9 or LTX-2) is read from `model_index.json`'s `_class_name`, the
+one place every diffusers folder states which pipeline it belongs to.
 """
 
 from __future__ import annotations
@@ -12,12 +15,21 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+ModelFamily = Literal["ltx_video", "ltx2"]
 
 DEFAULT_MODEL_DIR = Path("models") / "LTX-Video-0.9.7-diffusers"
 DOWNLOAD_HINT = (
     "Download the diffusers-format model (e.g. https://huggingface.co/a-r-r-o-w/LTX-Video-0.9.7-diffusers "
     "or Lightricks/LTX-Video-0.9.7-dev in diffusers layout) and put its folders "
     "transformer/, vae/, text_encoder/, tokenizer/, scheduler/ and model_index.json under {where}."
+)
+
+LTX2_DOWNLOAD_HINT = (
+    "Download the diffusers-format LTX-2 model (e.g. https://huggingface.co/Lightricks/LTX-2) and put its "
+    "folders transformer/, vae/, audio_vae/, vocoder/, connectors/, text_encoder/, tokenizer/, scheduler/ "
+    "and model_index.json under {where}."
 )
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -31,6 +43,16 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "scheduler": ("scheduler_config.json", "none"),
 }
 
+# LTX-2 adds the audio VAE, the vocoder that turns its mel spectrograms into sound, and the text
+# connectors between Gemma and the transformer.
+LTX2_COMPONENTS: dict[str, tuple[str, str]] = {
+    **COMPONENTS,
+    "audio_vae": ("config.json", "diffusers"),
+    "vocoder": ("config.json", "diffusers"),
+    "connectors": ("config.json", "diffusers"),
+}
+FAMILY_COMPONENTS: dict[str, dict[str, tuple[str, str]]] = {"ltx_video": COMPONENTS, "ltx2": LTX2_COMPONENTS}
+
 
 class ModelFolderError(RuntimeError):
     """A model folder is missing or incomplete; the message lists every problem."""
@@ -41,17 +63,20 @@ class ModelFolderReport:
     path: Path
     problems: list[str] = field(default_factory=list)
     variant: str = "unknown"
+    family: ModelFamily = "ltx_video"
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def message(self) -> str:
+        name = "LTX-2" if self.family == "ltx2" else "LTX-Video"
         if self.ok:
-            return f"Model folder {self.path} is complete (LTX-Video {self.variant})."
+            return f"Model folder {self.path} is complete ({name} {self.variant})."
         lines = [f"Model folder {self.path} is not usable:"]
         lines += [f"  - {problem}" for problem in self.problems]
-        lines.append(DOWNLOAD_HINT.format(where=self.path))
+        hint = LTX2_DOWNLOAD_HINT if self.family == "ltx2" else DOWNLOAD_HINT
+        lines.append(hint.format(where=self.path))
         return "\n".join(lines)
 
 
@@ -148,6 +173,21 @@ def detect_variant(transformer_config: dict) -> str:
     return "custom"
 
 
+def detect_family(model_index: dict | None) -> ModelFamily:
+    """'ltx2' for LTX2* pipelines (LTX-2, 2.3, 2.5), else 'ltx_video' (LTXPipeline and the other 0.9 ones).
+
+    An unreadable or missing model_index.json counts as 0.9, the family this project always had,
+    so its problems are still reported against the 0.9 layout.
+    """
+    class_name = str((model_index or {}).get("_class_name", ""))
+    return "ltx2" if class_name.startswith("LTX2") else "ltx_video"
+
+
+def detect_ltx2_variant(transformer_config: dict) -> str:
+    """'2.3' when the transformer has gated attention (to_gate_logits), else '2.0'."""
+    return "2.3" if transformer_config.get("gated_attn") else "2.0"
+
+
 def check_model_folder(source: str | os.PathLike | None) -> ModelFolderReport:
     """Check everything the trainer will load; never raises, returns every problem found."""
     path = resolve_model_path(source)
@@ -155,8 +195,9 @@ def check_model_folder(source: str | os.PathLike | None) -> ModelFolderReport:
     if not path.is_dir():
         report.problems.append(f"folder not found: {path}")
         return report
-    _check_json(path / "model_index.json", report.problems, "model_index.json")
-    for name, (config_name, kind) in COMPONENTS.items():
+    model_index = _check_json(path / "model_index.json", report.problems, "model_index.json")
+    report.family = detect_family(model_index)
+    for name, (config_name, kind) in FAMILY_COMPONENTS[report.family].items():
         folder = path / name
         if not folder.is_dir():
             report.problems.append(f"missing subfolder {name}/: {folder}")
@@ -165,11 +206,13 @@ def check_model_folder(source: str | os.PathLike | None) -> ModelFolderReport:
         if kind in ("diffusers", "transformers"):
             _check_weights(folder, report.problems)
         elif kind == "tokenizer" and not (
-            (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file()
+            (folder / "tokenizer.json").is_file()
+            or (folder / "spiece.model").is_file()
+            or (folder / "tokenizer.model").is_file()
         ):
-            report.problems.append(f"missing tokenizer.json or spiece.model in {folder}")
+            report.problems.append(f"missing tokenizer.json, tokenizer.model or spiece.model in {folder}")
         if name == "transformer" and config:
-            report.variant = detect_variant(config)
+            report.variant = detect_ltx2_variant(config) if report.family == "ltx2" else detect_variant(config)
             if (path / "ltxtrainer_tiny.json").is_file():
                 report.variant = "tiny"
     return report
