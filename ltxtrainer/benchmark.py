@@ -181,6 +181,8 @@ def trainer_config(options: BenchmarkOptions) -> TrainerConfig:
 # ---- memory measurement -------------------------------------------------------------------------
 
 def _rss_bytes() -> int:
+    if resource is None:  # Windows: no CPU memory figure (the trainer reports 0 there too); GPU memory is measured
+        return 0
     try:
         with open("/proc/self/statm", encoding="ascii") as handle:
             return int(handle.read().split()[1]) * resource.getpagesize()
@@ -189,6 +191,8 @@ def _rss_bytes() -> int:
 
 
 def _max_rss_bytes() -> int:
+    if resource is None:
+        return 0
     scale = 1 if sys.platform == "darwin" else 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 

@@ -24,6 +24,8 @@ import av
 import cv2
 import numpy as np
 
+from ltxtrainer.atomic import replace_with_retry
+
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
 # Folders never searched for source videos: our own precomputed tensors, and hidden folders
@@ -253,7 +255,7 @@ class VideoWriter:
             raise ValueError(f"{self.path}: no frames were written")
         self._container.mux(self._stream.encode(None))
         self._container.close()
-        os.replace(self._partial, self.path)
+        replace_with_retry(self._partial, self.path)  # a player may hold the old file open on Windows
         return self.path
 
     def abort(self) -> None:
