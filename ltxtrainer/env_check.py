@@ -156,10 +156,22 @@ def query_driver() -> tuple[dict, list[GpuInfo]]:
     banner = _run([smi])
     if banner:
         driver["version"], driver["cuda"] = parse_driver_banner(banner)
-    query = _run([smi, "--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"])
-    gpus = parse_gpu_query(query or "")
+    gpus = query_gpus(smi)
     driver["gpu_count"] = len(gpus)
     return driver, gpus
+
+
+def query_gpus(smi: str | None = None) -> list[GpuInfo]:
+    """The NVIDIA GPUs and their memory as nvidia-smi lists them; [] without nvidia-smi.
+
+    No torch: the GUI process asks this for its memory verdict and header, and the GUI never
+    imports torch (that would cost seconds at start and hold CUDA in a process that trains nothing).
+    """
+    smi = smi or find_nvidia_smi()
+    if smi is None:
+        return []
+    query = _run([smi, "--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"])
+    return parse_gpu_query(query or "")
 
 
 # ---------------------------------------------------------------- torch
