@@ -9,7 +9,7 @@ report names each of them in plain words with the command that fixes it, and run
 python, platform, torch {version, cuda, cuda_available}, driver {version, cuda, nvidia_smi, gpu_count},
 gpus [{index, name, total_memory_gb, free_memory_gb, bf16, compute_capability, usable_by_torch}],
 disk {path, free_gb, total_gb}, ffmpeg {path, source}, models [{name, path, kind, ok, variant,
-problems}], problems [{severity, message, fix}], ok (no problem of severity "error").
+problems}], problems [{severity, message, fix, code, values}], ok (no problem of severity "error").
 """
 
 from __future__ import annotations

@@ -193,6 +193,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "env.model_other": ("➖ {name}：不是 LTX-Video 模型（未检查）", "➖ {name}: not an LTX-Video folder (not checked)"),
     "env.problems": ("需要处理的问题", "Things to fix"),
     "env.all_good": ("训练所需的一切都已就绪。", "Everything needed for training is in place."),
+    "env.variant.tiny": ("微型测试模型", "tiny test model"),
+    "env.variant.custom": ("自定义结构", "custom shape"),
     "env.yes": ("是", "yes"),
     "env.no": ("否", "no"),
     "env.torch": ("torch {version}（CUDA {cuda}，能使用 GPU：{usable}）", "torch {version} (CUDA {cuda}, GPU usable: {usable})"),

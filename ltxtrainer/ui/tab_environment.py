@@ -71,7 +71,9 @@ def models_lines(states: list[dict], lang: str) -> list[str]:
         if model.get("kind") != "ltx-video":
             lines.append(t("env.model_other", lang, name=model["name"]))
         elif model.get("ok"):
-            lines.append(t("env.model_ok", lang, name=model["name"], variant=model.get("variant", "?")))
+            variant = model.get("variant", "custom")
+            variant = t(f"env.variant.{variant}", lang) if variant in ("tiny", "custom") else variant.upper()
+            lines.append(t("env.model_ok", lang, name=model["name"], variant=variant))
         else:
             problems = t("memory.change.separator", lang).join(
                 model_problem_text(problem, lang) for problem in model.get("problems", []))
