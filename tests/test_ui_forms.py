@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +127,91 @@ print(json.dumps({{"modules": [m for m in ("torch", "peft", "diffusers", "transf
     assert report["modules"] == []
     assert all("NVIDIA GeForce RTX 4090" in line for line in report["lines"])
     assert "NVIDIA GeForce RTX 4090" in report["header"]
+
+
+# ---- the Advanced tab ----------------------------------------------------------------------------
+
+
+def test_every_field_has_a_short_label_in_both_languages_and_a_complete_hint():
+    """Labels were raw schema paths, cut off ("optimization.gradient_accu"), and a field with only a
+    lower bound showed "范围 1 – 。"."""
+    from ltxtrainer.ui.config_form import form_fields
+    from ltxtrainer.ui.i18n import field_label
+    from ltxtrainer.ui.tab_advanced import hint
+
+    for field in form_fields():
+        for lang in ("zh", "en"):
+            label, text = field_label(field.path, lang), hint(field, lang)
+            assert label and label != field.path and len(label) <= 24, (field.path, label)
+            assert text.endswith(f"YAML{'：' if lang == 'zh' else ': '}{field.path}"), text
+            assert not re.search(r"–\s*(·|。|$)", text) and not re.search(r"(^|·)\s*–", text), text
+    fields = {field.path: field for field in form_fields()}
+    assert "范围 1 – 1024" in hint(fields["lora.rank"], "zh")
+    assert "不小于 0" in hint(fields["optimization.max_grad_norm"], "zh")
+    assert "at least 1" in hint(fields["checkpoints.interval"], "en")
+
+
+def test_data_choices_are_every_precomputed_set_in_both_layouts(tmp_path, paths):
+    def precomputed(*parts: str) -> Path:
+        folder = paths.datasets.joinpath(*parts)
+        for part in ("latents", "conditions"):
+            (folder / part).mkdir(parents=True)
+        return folder
+
+    old_layout = precomputed("old project", "scenes", ".precomputed")
+    keyed = precomputed("新项目", "scenes", ".precomputed", "768x512x49-1a2b")
+    half = paths.datasets / "新项目" / "scenes" / ".precomputed" / "64x64x9-3c4d" / "latents"
+    half.mkdir(parents=True)  # preprocessing stopped before the text embeddings: not a set
+    from ltxtrainer.ui.tab_advanced import data_choices
+
+    assert data_choices(paths) == [str(old_layout), str(keyed)]
+
+
+@pytest.mark.parametrize(("line", "source"), [(None, "tiny_demo.yaml"),
+                                              (RTX_4090, "ltx_13b_lora_int8-quanto_template.yaml")])
+def test_the_advanced_form_starts_from_the_template_that_fits_the_card(card, paths, line, source):
+    from ltxtrainer.ui import actions
+    from ltxtrainer.ui.tab_advanced import default_source
+
+    card(line)
+    assert default_source(paths, actions.list_configs(paths)) == source
+
+
+@pytest.fixture
+def advanced_server(tmp_path, tiny_model_dir):
+    """The real app (gradio server) with the tiny model and one precomputed set."""
+    from gradio_client import Client
+
+    from ltxtrainer.ui.app import free_port, launch
+    from ltxtrainer.ui.jobs import JobRunner
+
+    (tmp_path / "configs").mkdir()
+    shutil.copy(REPO_ROOT / "configs" / "tiny_demo.yaml", tmp_path / "configs")
+    dataset = tmp_path / "datasets" / "APT" / "scenes" / ".precomputed" / "64x64x9-abcd"
+    for part in ("latents", "conditions"):
+        (dataset / part).mkdir(parents=True)
+    paths = AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
+                     outputs=tmp_path / "outputs", models=tiny_model_dir.parent, configs=tmp_path / "configs")
+    runner = JobRunner(paths.jobs)
+    demo, url = launch(paths, language="zh", port=free_port(8060), prevent_thread_lock=True, runner=runner)
+    yield Client(url, verbose=False), runner, paths, dataset
+    runner.close()
+    demo.close()
+
+
+def test_start_names_a_missing_model_or_data_folder_and_queues_nothing(advanced_server, tmp_path):
+    from ltxtrainer.ui.config_form import form_fields
+
+    client, runner, paths, dataset = advanced_server
+    *values, _ = client.predict("tiny_demo.yaml", api_name="/load_config")
+    index = {field.path: i for i, field in enumerate(form_fields())}
+    values[index["model.model_source"]] = str(tmp_path / "models" / "不存在 的模型")
+    values[index["data.preprocessed_data_root"]] = str(dataset)
+    message, _ = client.predict(*values, "missing_model", api_name="/start_training")
+    assert "模型文件夹不可用" in message and "找不到文件夹" in message and "未加入队列" in message
+    values[index["model.model_source"]] = str(paths.models / "tiny-ltxv")
+    values[index["data.preprocessed_data_root"]] = str(tmp_path / "datasets" / "APT" / "scenes")  # no set there
+    message, _ = client.predict(*values, "missing_data", api_name="/start_training")
+    assert "预处理数据不可用" in message and "模型文件夹" not in message
+    assert runner.jobs() == []
+    assert not list(paths.configs.glob("missing_*"))

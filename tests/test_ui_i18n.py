@@ -41,7 +41,7 @@ GRADIO_WORDS = {"use", "via", "api", "built", "with", "gradio", "settings", "dro
 def english_vocabulary() -> set[str]:
     """Words (4+ letters) of our English strings that no Chinese string uses as well."""
     words = {word.lower() for _, en in STRINGS.values() for word in re.findall(r"[A-Za-z]{4,}", en)}
-    words |= {word.lower() for _, en, _, en_hint in FIELDS.values() for word in re.findall(r"[A-Za-z]{4,}", en + en_hint)}
+    words |= {word.lower() for _, en, _, en_hint in FIELDS.values() for word in re.findall(r"[A-Za-z]{4,}", en + " " + en_hint)}
     words |= {word.lower() for _, en in SECTIONS.values() for word in re.findall(r"[A-Za-z]{4,}", en)}
     chinese = " ".join([zh for zh, _ in STRINGS.values()] + [zh + " " + hint for zh, _, hint, _ in FIELDS.values()]
                        + [zh for zh, _ in SECTIONS.values()])
@@ -142,6 +142,12 @@ def test_every_tab_in_chinese_shows_no_english_of_ours_and_no_raw_key(workspace)
                 texts[tab] = page.inner_text("body")
                 (ARTIFACTS / f"i18n_zh_{tab}.txt").write_text(texts[tab], encoding="utf-8")
                 page.screenshot(path=str(ARTIFACTS / f"i18n_zh_{tab}.png"), full_page=True)
+            # The header and the Environment report follow the switch to English without a reload.
+            page.get_by_label("English").check()
+            page.get_by_text("tiny-ltxv: complete").first.wait_for(timeout=30_000)
+            page.get_by_text("Things to fix").first.wait_for(timeout=30_000)
+            english = page.inner_text("body")
+            page.screenshot(path=str(ARTIFACTS / "i18n_en_environment.png"), full_page=True)
             browser.close()
     finally:
         runner.close()
@@ -150,3 +156,24 @@ def test_every_tab_in_chinese_shows_no_english_of_ours_and_no_raw_key(workspace)
                 for tab, text in texts.items()}
     assert all(not words and not keys for words, keys in problems.values()), problems
     assert "LTX-Video-0.9.7-diffusers" in texts["environment"] and "缺少" in texts["environment"]
+    assert "需要处理的问题" not in english and "incomplete" in english
+
+
+def test_every_model_folder_problem_is_said_in_chinese(tiny_model_dir, tmp_path):
+    """models.folder's problem lines, as check_model_folder writes them for broken downloads."""
+    from ltxtrainer.models.folder import check_model_folder
+    from ltxtrainer.ui.tab_environment import model_problem_text
+
+    broken = Path(shutil.copytree(tiny_model_dir, tmp_path / "模型 下载"))
+    (broken / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    shutil.rmtree(broken / "tokenizer")
+    (broken / "scheduler" / "scheduler_config.json").write_text("", encoding="utf-8")
+    (broken / "transformer" / "config.json").write_text("{broken", encoding="utf-8")
+    for weights in (broken / "text_encoder").glob("*.safetensors"):
+        weights.rename(weights.with_suffix(".bin"))
+    problems = check_model_folder(broken).problems + check_model_folder(tmp_path / "nowhere").problems
+    assert len(problems) >= 6
+    for problem in problems:
+        text = model_problem_text(problem, "zh")
+        assert not text.startswith("问题："), problem  # said by a pattern, not passed through
+        assert not english_on_page(text, english_vocabulary()), text

@@ -65,7 +65,8 @@ def model_problem_text(problem: str, lang: str) -> str:
     return t("envm.other", lang, problem=problem)
 
 
-def models_lines(states: list[dict], lang: str) -> list[str]:
+def models_lines(states: list[dict], lang: str, brief: bool = False) -> list[str]:
+    """✅/❌/➖ per model folder; `brief` (the header) counts a broken folder's problems instead of listing them."""
     lines = []
     for model in states:
         if model.get("kind") != "ltx-video":
@@ -74,6 +75,8 @@ def models_lines(states: list[dict], lang: str) -> list[str]:
             variant = model.get("variant", "custom")
             variant = t(f"env.variant.{variant}", lang) if variant in ("tiny", "custom") else variant.upper()
             lines.append(t("env.model_ok", lang, name=model["name"], variant=variant))
+        elif brief:
+            lines.append(t("header.model_bad", lang, name=model["name"], count=len(model.get("problems", []))))
         else:
             problems = t("memory.change.separator", lang).join(
                 model_problem_text(problem, lang) for problem in model.get("problems", []))
@@ -87,7 +90,7 @@ def header_text(paths: AppPaths, lang: str) -> str:
     gpu_line = (t("header.gpu", lang, name=card.name, total=card.total_bytes / memory_line.GIB)
                 if card else t("header.no_gpu", lang))
     states = [vars(state) for state in env_check.scan_models(paths.models)]
-    return gpu_line + "  \n" + " · ".join(models_lines(states, lang))
+    return gpu_line + "  \n" + " · ".join(models_lines(states, lang, brief=True))
 
 
 def problem_text(problem: dict, lang: str) -> str:
