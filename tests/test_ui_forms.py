@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RTX_4090 = "0, NVIDIA GeForce RTX 4090, 24564, 23012"
 H100 = "0, NVIDIA H100 80GB HBM3, 81559, 81000"
 
-pytestmark = pytest.mark.skipif(os.name == "nt", reason="the stand-in nvidia-smi is a shell script")
+needs_posix_shell = pytest.mark.skipif(os.name == "nt", reason="the stand-in nvidia-smi is a shell script")
 
 
 def fake_nvidia_smi(folder: Path, query_line: str | None) -> str:
@@ -42,6 +42,9 @@ def fake_nvidia_smi(folder: Path, query_line: str | None) -> str:
 @pytest.fixture
 def card(tmp_path, monkeypatch):
     """Set the machine's card for this test: card("4090"), card("h100") or card(None)."""
+
+    if os.name == "nt":
+        pytest.skip("the stand-in nvidia-smi is a shell script")
 
     def use(line: str | None):
         monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", line))
@@ -97,6 +100,7 @@ def test_a_mistyped_size_is_named_in_the_language(paths):
     assert "“768x50”" in memory_line.memory_text(paths, "2b", "768x50", 49, "zh", None)
 
 
+@needs_posix_shell
 def test_building_and_using_the_gui_never_imports_torch(tmp_path, tiny_model_dir):
     """The GUI process stays free of torch, peft and diffusers: build the app on a 24 GB card,
     ask every template's memory line and the header, then look at sys.modules."""
