@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -82,18 +82,22 @@ def memory_estimate(paths: AppPaths, template: str, width: int, height: int, fra
     advice ({changes, total_bytes} or None), model (the template's model_source), known (False when
     the model's shape is unknown; nothing else is set then).
     """
-    setup = memory.TrainingSetup.from_config(load_config(template_path(template)))
+    config = load_config(template_path(template))
+    # A template's empty prompts are filled from the captions by the pipeline: validation (and the
+    # VAE it keeps loaded) is on whenever the template sets an interval.
+    setup = replace(memory.TrainingSetup.from_config(config), validation_videos=bool(config.validation.interval))
     source = template_model_source(template)
     shape = model_shape(paths, source)
     if shape is None:
         return {"known": False, "model": source}
     parameters = memory.count_parameters(memory.resolve_transformer_config(shape), (), 0)["base"]
-    device = "cuda" if card else "cpu"
+    on_cpu = card is None and parameters <= CPU_PARAMETER_LIMIT  # else the GPU it would need is estimated
+    device = "cpu" if on_cpu else "cuda"
     need = memory.estimate(setup, width, height, frames, shape, device).total_bytes
     result = {"known": True, "model": source, "device": device, "total_bytes": need, "advice": None,
               "card_name": card.name if card else None, "card_bytes": card.total_bytes if card else None}
     if card is None:
-        result["verdict"] = "cpu" if parameters <= CPU_PARAMETER_LIMIT else "no_gpu"
+        result["verdict"] = "cpu" if on_cpu else "no_gpu"
         return result
     result["verdict"] = memory.judge(need, card.total_bytes)
     if result["verdict"] != "fits":
