@@ -221,7 +221,8 @@ def build(ui) -> None:
 
     form = [project, resolution, frames, steps, template, captioner, api_base_url, api_model, api_key, ui.lang]
     refresh.click(refresh_projects, inputs=ui.lang, outputs=project, api_name="list_projects")
-    for trigger in (template.change, resolution.change, frames.change):
+    # ui.lang changes on the language switch and when a page opens with the remembered language
+    for trigger in (template.change, resolution.change, frames.change, ui.lang.change):
         trigger(estimate, inputs=[template, resolution, frames, ui.lang], outputs=memory, api_name=False)
     start.click(start_job, inputs=form, outputs=message, api_name="start_pipeline")
     stop.click(lambda lang: stop_message(ui, lang), inputs=ui.lang, outputs=message, api_name="stop_job")
