@@ -147,7 +147,8 @@ def test_every_field_has_a_short_label_in_both_languages_and_a_complete_hint():
         for lang in ("zh", "en"):
             label, text = field_label(field.path, lang), hint(field, lang)
             assert label and label != field.path and len(label) <= 24, (field.path, label)
-            assert text.endswith(f"YAML{'：' if lang == 'zh' else ': '}{field.path}"), text
+            key = field.path.removesuffix(".enabled") if field.kind == "section" else field.path
+            assert text.endswith(f"YAML{'：' if lang == 'zh' else ': '}{key}"), text
             assert not re.search(r"–\s*(·|。|$)", text) and not re.search(r"(^|·)\s*–", text), text
     fields = {field.path: field for field in form_fields()}
     assert "范围 1 – 1024" in hint(fields["lora.rank"], "zh")

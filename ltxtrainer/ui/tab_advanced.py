@@ -47,7 +47,8 @@ def hint(field: FormField, lang: str) -> str:
         parts.append(t("adv.at_least", lang, low=_number(field.minimum)))
     elif field.maximum is not None:
         parts.append(t("adv.at_most", lang, high=_number(field.maximum)))
-    parts.append(t("adv.key", lang, path=field.path))
+    # a section's switch is no key of its own: it writes (or leaves out) the section
+    parts.append(t("adv.key", lang, path=field.path.rsplit(".", 1)[0] if field.kind == "section" else field.path))
     return " · ".join(part for part in parts if part)
 
 

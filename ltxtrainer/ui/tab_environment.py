@@ -21,7 +21,7 @@ from ltxtrainer.ui.workspace import AppPaths
 _report: dict = {}
 _lock = threading.Lock()
 _ready = threading.Event()
-REPORT_WAIT_S = 120  # check_env.py imports torch and asks nvidia-smi: seconds, a minute on a cold disk
+POLL_S = 2.0  # how often an open page looks whether the background check has finished
 
 # ltxtrainer.models.folder's problem lines ("<what>: <path>") and their strings-table keys.
 _MODEL_PROBLEMS = (
@@ -49,9 +49,8 @@ def refresh_report(paths: AppPaths) -> dict:
     return report
 
 
-def cached_report(timeout_s: float = REPORT_WAIT_S) -> dict:
-    """The last report; waits for the first background check, {} if it is still running after that."""
-    _ready.wait(timeout_s)
+def cached_report() -> dict:
+    """The last report, or {} while the first background check still runs (it imports torch: seconds)."""
     with _lock:
         return dict(_report)
 
@@ -140,10 +139,18 @@ def build(ui) -> None:
         threading.Thread(target=refresh_report, args=(ui.paths,), daemon=True, name="ltxtrainer-env-check").start()
     check = ui.tr(gr.Button(t("env.check", lang), variant="primary"), value="env.check")
     # The report is the tab's content from the first look: every page load and language switch
-    # fills it in (from the background check), the button runs the check again.
+    # shows the background check's report (or that it is still running, without waiting for it:
+    # the page's labels arrive in the same update), and a timer fills it in once it is ready.
     report = ui.tr(gr.Markdown(t("env.running", lang)), value=lambda lang: report_markdown(cached_report(), lang))
+    waiting = gr.Timer(POLL_S)
+
+    def fill_in(lang):
+        if not _ready.is_set():
+            return gr.skip(), gr.skip()
+        return report_markdown(cached_report(), lang), gr.Timer(active=False)
 
     def run_check(lang):
         return report_markdown(refresh_report(ui.paths), lang)
 
+    waiting.tick(fill_in, inputs=ui.lang, outputs=[report, waiting], api_name=False, show_progress="hidden")
     check.click(run_check, inputs=ui.lang, outputs=report, api_name="check_env")
