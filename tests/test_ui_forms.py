@@ -93,7 +93,7 @@ def test_the_page_starts_with_the_biggest_template_that_fits_the_card(card, path
 def test_without_a_gpu_a_real_model_template_is_refused_plainly(card, paths):
     assert card(None) is None
     line = memory_line.memory_text(paths, "13b-int8", "768x512", 49, "zh", None)
-    assert line.startswith("❌ 未检测到 NVIDIA GPU") and "微型演示模板" in line
+    assert line.startswith("❌ 未检测到 NVIDIA GPU") and "微型演示模型" in line
 
 
 def test_a_mistyped_size_is_named_in_the_language(paths):
@@ -180,6 +180,21 @@ def test_the_advanced_form_starts_from_the_template_that_fits_the_card(card, pat
 
     card(line)
     assert default_source(paths, actions.list_configs(paths)) == source
+
+
+def test_the_advanced_form_shows_its_memory_against_the_card(card, paths):
+    from ltxtrainer.config import load_config
+    from ltxtrainer.ui.config_form import form_fields, values_from_config
+    from ltxtrainer.ui.tab_advanced import form_memory_text
+
+    card(RTX_4090)
+    values = values_from_config(load_config(REPO_ROOT / "configs" / "ltx_13b_lora_template.yaml"))
+    line = form_memory_text(paths, values, "zh")
+    assert line.startswith("按 768x512x49：❌") and "超出 NVIDIA GeForce RTX 4090" in line
+    values[[field.path for field in form_fields()].index("acceleration.quantization")] = "int8-quanto"
+    assert "✅" in form_memory_text(paths, values, "zh")
+    values[[field.path for field in form_fields()].index("lora.rank")] = 0
+    assert form_memory_text(paths, values, "en").startswith("No memory estimate while a value is invalid")
 
 
 @pytest.fixture

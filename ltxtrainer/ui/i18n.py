@@ -152,6 +152,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "memory.no_advice": ("即使开启梯度检查点、int8 量化和分块卸载、减少帧数也放不下：请选择更小的模型模板。",
                          "Even gradient checkpointing, int8 quantization, block offload and fewer frames do not "
                          "make it fit: choose a smaller model's template."),
+    "memory.at_size": ("按 {size}：", "At {size}: "),
+    "memory.form_invalid": ("有参数无效，暂时无法估算显存（保存时会说明原因）。",
+                            "No memory estimate while a value is invalid (saving says which)."),
     "memory.change.separator": ("、", ", "),
     "memory.change.gradient_checkpointing": ("开启梯度检查点", "turn on gradient checkpointing"),
     "memory.change.quantization": ("使用 {value} 量化", "use {value} quantization"),
@@ -160,9 +163,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "memory.change.frames": ("帧数减到 {value}", "{value} frames"),
     "memory.cpu": ("未检测到 NVIDIA GPU：将在 CPU 上训练微型模型，预计占用内存约 {need}。",
                    "No NVIDIA GPU: the tiny model trains on the CPU, using about {need} of memory."),
-    "memory.no_gpu": ("❌ 未检测到 NVIDIA GPU：这个模板需要约 {need} 显存，CPU 上无法实际训练。请选择微型演示模板。",
-                      "❌ No NVIDIA GPU: this template needs about {need} of GPU memory and cannot really train on "
-                      "the CPU. Choose the tiny demo template."),
+    "memory.no_gpu": ("❌ 未检测到 NVIDIA GPU：这个模型需要约 {need} 显存，CPU 上无法实际训练。请改用微型演示模型。",
+                      "❌ No NVIDIA GPU: this model needs about {need} of GPU memory and cannot really train on the "
+                      "CPU. Use the tiny demo model."),
     "memory.bad_size": ("无法估算显存：分辨率“{resolution}”或帧数 {frames} 无效（宽x高须为 32 的倍数，帧数为 8k+1）。",
                         "No memory estimate: resolution '{resolution}' or {frames} frames is invalid (WxH multiples "
                         "of 32, frames 8k+1)."),

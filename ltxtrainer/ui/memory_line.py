@@ -13,10 +13,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from ltxtrainer import env_check, memory
-from ltxtrainer.config import load_config
+from ltxtrainer.config import TrainerConfig, load_config
 from ltxtrainer.pipeline import PipelineError, check_dimensions, parse_resolution, template_path
 from ltxtrainer.ui.i18n import t
 from ltxtrainer.ui.workspace import AppPaths
@@ -68,25 +66,17 @@ def model_shape(paths: AppPaths, model_source: str) -> dict | str | None:
     return _variant_from_name(source.name)
 
 
-def template_model_source(template: str) -> str:
-    data = yaml.safe_load(template_path(template).read_text(encoding="utf-8")) or {}
-    return str((data.get("model") or {}).get("model_source") or "")
-
-
-def memory_estimate(paths: AppPaths, template: str, width: int, height: int, frames: int,
-                    card: Card | None) -> dict:
-    """The estimate of a template at WxHxF against `card`, as plain values for the GUI.
+def config_estimate(paths: AppPaths, config: TrainerConfig, width: int, height: int, frames: int,
+                    card: Card | None, setup: memory.TrainingSetup | None = None) -> dict:
+    """The estimate of a config at WxHxF against `card`, as plain values for the GUI.
 
     Keys: device ("cuda" or "cpu"), total_bytes, card_name, card_bytes, verdict ("fits", "tight",
-    "too_big", "cpu" for the tiny model without a GPU, "no_gpu" for a real model without one),
-    advice ({changes, total_bytes} or None), model (the template's model_source), known (False when
+    "too_big", "cpu" for a tiny model without a GPU, "no_gpu" for a real model without one),
+    advice ({changes, total_bytes} or None), model (the config's model_source), known (False when
     the model's shape is unknown; nothing else is set then).
     """
-    config = load_config(template_path(template))
-    # A template's empty prompts are filled from the captions by the pipeline: validation (and the
-    # VAE it keeps loaded) is on whenever the template sets an interval.
-    setup = replace(memory.TrainingSetup.from_config(config), validation_videos=bool(config.validation.interval))
-    source = template_model_source(template)
+    setup = setup or memory.TrainingSetup.from_config(config)
+    source = config.model.model_source
     shape = model_shape(paths, source)
     if shape is None:
         return {"known": False, "model": source}
@@ -104,6 +94,16 @@ def memory_estimate(paths: AppPaths, template: str, width: int, height: int, fra
         advice = memory.advise(setup, width, height, frames, shape, card.total_bytes, device)
         result["advice"] = {"changes": advice.changes, "total_bytes": advice.total_bytes} if advice else None
     return result
+
+
+def memory_estimate(paths: AppPaths, template: str, width: int, height: int, frames: int,
+                    card: Card | None) -> dict:
+    """`config_estimate` for a pipeline template at the size the pipeline tab asks for."""
+    config = load_config(template_path(template))
+    # A template's empty prompts are filled from the captions by the pipeline: validation (and the
+    # VAE it keeps loaded) is on whenever the template sets an interval.
+    setup = replace(memory.TrainingSetup.from_config(config), validation_videos=bool(config.validation.interval))
+    return config_estimate(paths, config, width, height, frames, card, setup)
 
 
 def suggested_template(paths: AppPaths, card: Card | None) -> str:
@@ -132,7 +132,20 @@ def memory_text(paths: AppPaths, template: str, resolution: str, frames, lang: s
         check_dimensions(width, height, int(frames))
     except (PipelineError, TypeError, ValueError):
         return t("memory.bad_size", lang, resolution=resolution, frames=frames)
-    result = memory_estimate(paths, template, width, height, int(frames), card)
+    return estimate_text(memory_estimate(paths, template, width, height, int(frames), card), lang)
+
+
+def config_memory_text(paths: AppPaths, config: TrainerConfig, lang: str, card: Card | None) -> str:
+    """The line under the Advanced form: the config at its validation size (the pipeline sets that
+    to the training size; a config of one's own may train other buckets)."""
+    width, height, frames = config.validation.video_dims
+    size = f"{width}x{height}x{frames}"
+    return t("memory.at_size", lang, size=size) + estimate_text(config_estimate(paths, config, width, height, frames,
+                                                                                 card), lang)
+
+
+def estimate_text(result: dict, lang: str) -> str:
+    """A `config_estimate` result as one line in `lang`: the verdict, and the change that fits."""
     if not result["known"]:
         return t("memory.unknown_model", lang, model=result["model"])
     need = _size(result["total_bytes"])

@@ -32,6 +32,13 @@ from ltxtrainer.ui.workspace import AppPaths, UnsafePathError
 
 MODEL_FIELD = "model.model_source"
 DATA_FIELD = "data.preprocessed_data_root"
+# The fields that change the memory a run needs: editing one redoes the memory line.
+MEMORY_FIELDS = (
+    MODEL_FIELD, "model.training_mode", "lora.enabled", "lora.rank", "lora.target_modules", "optimization.batch_size",
+    "optimization.optimizer_type", "optimization.enable_gradient_checkpointing",
+    "optimization.first_frame_conditioning_p", "acceleration.mixed_precision_mode", "acceleration.quantization",
+    "acceleration.block_offload", "validation.prompts", "validation.video_dims", "validation.interval",
+)
 
 
 def _number(value: float) -> str:
@@ -109,6 +116,15 @@ def folder_problems(paths: AppPaths, config: TrainerConfig, lang: str) -> list[s
     return problems
 
 
+def form_memory_text(paths: AppPaths, values: list, lang: str) -> str:
+    """The memory line of the form as it stands, or why there is none (a value the schema refuses)."""
+    try:
+        config = config_from_values(values)
+    except ConfigError:
+        return t("memory.form_invalid", lang)
+    return memory_line.config_memory_text(paths, config, lang, memory_line.detect_card())
+
+
 def build(ui) -> None:
     lang = ui.language
     paths: AppPaths = ui.paths
@@ -141,6 +157,7 @@ def build(ui) -> None:
                         labels["choices"] = lambda lang: data_choices(paths)
                     ui.tr(widget, **labels)
                     widgets.append(widget)
+    memory = gr.Markdown(form_memory_text(paths, list(initial_values), lang))
     with gr.Row():
         name = ui.tr(gr.Textbox("my_lora", label=t("adv.name", lang), scale=3), label="adv.name")
         save = ui.tr(gr.Button(t("adv.save", lang)), value="adv.save")
@@ -186,6 +203,13 @@ def build(ui) -> None:
         message += "  \n" + t("msg.queued", lang, title=job.title)
         return message, gr.update(choices=actions.list_configs(paths), value=path.name)
 
+    def estimate(*values):
+        *values, lang = values
+        return form_memory_text(paths, list(values), lang)
+
+    by_path = {field.path: widget for field, widget in zip(fields, widgets, strict=True)}
+    for trigger in [by_path[path].change for path in MEMORY_FIELDS] + [ui.lang.change]:
+        trigger(estimate, inputs=[*widgets, ui.lang], outputs=memory, api_name=False, show_progress="hidden")
     load.click(load_values, inputs=[source, ui.lang], outputs=[*widgets, result], api_name="load_config")
     save.click(save_values, inputs=[*widgets, name, ui.lang], outputs=[result, source], api_name="save_config")
     start.click(start_values, inputs=[*widgets, name, ui.lang], outputs=[result, source], api_name="start_training")
