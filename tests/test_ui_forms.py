@@ -235,3 +235,11 @@ def test_start_names_a_missing_model_or_data_folder_and_queues_nothing(advanced_
     assert "预处理数据不可用" in message and "模型文件夹" not in message
     assert runner.jobs() == []
     assert not list(paths.configs.glob("missing_*"))
+
+
+def test_a_broken_config_json_in_a_model_folder_does_not_break_the_line(paths):
+    folder = paths.models / "LTX-Video-0.9.7-diffusers" / "transformer"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{half a downl", encoding="utf-8")
+    assert memory_line.model_shape(paths, "models/LTX-Video-0.9.7-diffusers") == "13b"
+    assert "GB" in memory_line.memory_text(paths, "13b", "768x512", 49, "en", None)

@@ -62,7 +62,10 @@ def model_shape(paths: AppPaths, model_source: str) -> dict | str | None:
     source = Path(model_source)
     for folder in (source, paths.root / source, paths.models / source.name):
         if (folder / "transformer" / "config.json").is_file():
-            return memory.resolve_transformer_config(folder)
+            try:
+                return memory.resolve_transformer_config(folder)
+            except ValueError:  # a half-downloaded config.json: the Environment tab names it
+                break
     return _variant_from_name(source.name)
 
 
