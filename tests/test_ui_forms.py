@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,14 @@ def test_start_names_a_missing_model_or_data_folder_and_queues_nothing(advanced_
     assert "预处理数据不可用" in message and "模型文件夹" not in message
     assert runner.jobs() == []
     assert not list(paths.configs.glob("missing_*"))
+    # the folders a user picks from the lists pass (the relative model folder means one in the GUI's root)
+    from ltxtrainer.ui.config_form import config_from_values
+    from ltxtrainer.ui.tab_advanced import folder_problems
+
+    values[index["data.preprocessed_data_root"]] = str(dataset)
+    assert folder_problems(paths, config_from_values(values), "zh") == []
+    values[index["model.model_source"]] = f"{paths.models.name}/tiny-ltxv"
+    assert folder_problems(replace(paths, root=paths.models.parent), config_from_values(values), "zh") == []
 
 
 def test_a_broken_config_json_in_a_model_folder_does_not_break_the_line(paths):

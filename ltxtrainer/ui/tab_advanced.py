@@ -103,9 +103,11 @@ def default_source(paths: AppPaths, configs: list[str]) -> str | None:
 def folder_problems(paths: AppPaths, config: TrainerConfig, lang: str) -> list[str]:
     """What is wrong with the model and data folders a config names, in `lang` ([] when both are usable)."""
     problems = []
-    source = Path(config.model.model_source)
-    model = source if source.is_absolute() or not (paths.root / source).exists() else paths.root / source
-    report = check_model_folder(str(model) if model.exists() else config.model.model_source)
+    # Jobs run in the GUI's root, so a relative folder means one there; anything else (an absolute
+    # folder, a repo id in the local cache) is looked up as the trainer looks it up.
+    source = config.model.model_source
+    in_root = paths.root / source
+    report = check_model_folder(in_root if not Path(source).is_absolute() and in_root.is_dir() else source)
     if not report.ok:
         details = t("memory.change.separator", lang).join(model_problem_text(line, lang) for line in report.problems)
         problems.append(t("adv.bad_model", lang, path=report.path, problems=details))
