@@ -180,6 +180,35 @@ def trainer_config(options: BenchmarkOptions) -> TrainerConfig:
 
 # ---- memory measurement -------------------------------------------------------------------------
 
+def saved_activation_bytes(model: torch.nn.Module, inputs: dict) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward in one forward, weights excluded.
+
+    This is what calibrated ltxtrainer.memory's activation constants; tests use it to check the
+    estimate still matches the installed diffusers and torch.
+    """
+    weights = set()
+    for parameter in model.parameters():
+        try:
+            weights.add(parameter.untyped_storage().data_ptr())
+        except (RuntimeError, NotImplementedError):  # quanto's quantized weights have no plain storage
+            continue
+    kept: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = tensor.untyped_storage()
+            pointer = storage.data_ptr()
+        except (RuntimeError, NotImplementedError):
+            return tensor
+        if pointer not in weights:
+            kept[pointer] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(**inputs)
+    return sum(kept.values())
+
+
 def _rss_bytes() -> int:
     if resource is None:  # Windows: no CPU memory figure (the trainer reports 0 there too); GPU memory is measured
         return 0

@@ -9,7 +9,7 @@ report names each of them in plain words with the command that fixes it, and run
 python, platform, torch {version, cuda, cuda_available}, driver {version, cuda, nvidia_smi, gpu_count},
 gpus [{index, name, total_memory_gb, free_memory_gb, bf16, compute_capability, usable_by_torch}],
 disk {path, free_gb, total_gb}, ffmpeg {path, source}, models [{name, path, kind, ok, variant,
-problems}], problems [{severity, message, fix}], ok (no problem of severity "error").
+problems}], problems [{severity, message, fix, code, values}], ok (no problem of severity "error").
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class Problem:
     severity: str  # "error": training on the GPU cannot work; "warning": it works, worse; "info"
     message: str
     fix: str = ""
+    # What the problem is and its particulars, so the GUI can say it in the user's language
+    # (ltxtrainer.ui.i18n "envp.<code>" and "envp.<code>.fix" take these values).
+    code: str = ""
+    values: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -156,10 +160,22 @@ def query_driver() -> tuple[dict, list[GpuInfo]]:
     banner = _run([smi])
     if banner:
         driver["version"], driver["cuda"] = parse_driver_banner(banner)
-    query = _run([smi, "--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"])
-    gpus = parse_gpu_query(query or "")
+    gpus = query_gpus(smi)
     driver["gpu_count"] = len(gpus)
     return driver, gpus
+
+
+def query_gpus(smi: str | None = None) -> list[GpuInfo]:
+    """The NVIDIA GPUs and their memory as nvidia-smi lists them; [] without nvidia-smi.
+
+    No torch: the GUI process asks this for its memory verdict and header, and the GUI never
+    imports torch (that would cost seconds at start and hold CUDA in a process that trains nothing).
+    """
+    smi = smi or find_nvidia_smi()
+    if smi is None:
+        return []
+    query = _run([smi, "--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"])
+    return parse_gpu_query(query or "")
 
 
 # ---------------------------------------------------------------- torch
@@ -274,6 +290,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 "warning",
                 f"Python {report.python} is newer than the tested 3.10-3.12: some packages may lack wheels for it.",
                 "If an install fails, use Python 3.12 or Anaconda.",
+                code="python_new",
+                values={"python": report.python},
             )
         )
     if torch_info["version"] is None:
@@ -282,6 +300,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 "error",
                 "torch is not installed in this Python.",
                 f"Run {launcher}: it installs torch first.",
+                code="torch_missing",
+                values={"launcher": launcher},
             )
         )
     elif torch_info["cuda"] is None and smi_sees_gpu:
@@ -292,6 +312,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 "training would ignore the GPU.",
                 f"Replace it with the CUDA build: `{venv_python} -m pip uninstall -y torch` then "
                 f"`{venv_python} -m pip install torch --index-url {CUDA_INDEX_URL}`, then start {launcher} again.",
+                code="torch_cpu_build",
+                values={"version": torch_info["version"], "venv_python": venv_python, "index_url": CUDA_INDEX_URL, "launcher": launcher},
             )
         )
     torch_cuda, driver_cuda = _version_tuple(torch_info["cuda"]), _version_tuple(driver["cuda"])
@@ -302,6 +324,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 f"The NVIDIA driver {driver['version']} supports CUDA up to {driver['cuda']}, but torch was "
                 f"built for CUDA {torch_info['cuda']}: the driver is too old.",
                 "Update the NVIDIA driver (https://www.nvidia.com/Download/index.aspx), then restart.",
+                code="driver_old",
+                values={"driver": driver["version"], "driver_cuda": driver["cuda"], "torch_cuda": torch_info["cuda"]},
             )
         )
     elif torch_info["cuda"] and smi_sees_gpu and not torch_info["cuda_available"]:
@@ -311,6 +335,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 f"torch is a CUDA {torch_info['cuda']} build and nvidia-smi sees a GPU, yet torch cannot use it.",
                 "Update the NVIDIA driver and restart; if that does not help, reinstall torch "
                 f"from {CUDA_INDEX_URL}.",
+                code="cuda_unusable",
+                values={"torch_cuda": torch_info["cuda"], "index_url": CUDA_INDEX_URL},
             )
         )
     if not report.gpus:
@@ -320,6 +346,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 "warning",
                 f"No NVIDIA GPU found ({where}): {NO_GPU_CONSEQUENCE}",
                 "Install an NVIDIA GPU driver if this machine has an NVIDIA card.",
+                code="no_gpu",
+                values={"nvidia_smi_found": driver["nvidia_smi"] is not None},
             )
         )
     for gpu in report.gpus:
@@ -329,6 +357,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                     "warning",
                     f"GPU {gpu.index} ({gpu.name}) has no native bf16: bf16 training is slow or fails on it.",
                     "Use an RTX 30xx/40xx/50xx, A-series or newer card for training.",
+                    code="no_bf16",
+                    values={"index": gpu.index, "name": gpu.name},
                 )
             )
     if report.disk["free_gb"] < LOW_DISK_GB:
@@ -338,6 +368,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 f"Only {report.disk['free_gb']} GB free at {report.disk['path']}: runs write latents and "
                 "checkpoints there and may stop half-way.",
                 f"Free at least {LOW_DISK_GB:.0f} GB, or move the project to a larger drive.",
+                code="low_disk",
+                values={"free_gb": report.disk["free_gb"], "path": report.disk["path"], "need_gb": LOW_DISK_GB},
             )
         )
     if report.ffmpeg["path"] is None:
@@ -347,6 +379,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 "No ffmpeg found (neither on PATH nor from imageio-ffmpeg). ltxtrainer's own stages decode and "
                 "write video with PyAV and do not need it; tools that call ffmpeg (e.g. scenedetect's splitter) do.",
                 f"`{venv_python} -m pip install imageio-ffmpeg` (it is in requirements.txt)",
+                code="no_ffmpeg",
+                values={"venv_python": venv_python},
             )
         )
     for state in report.models:
@@ -356,6 +390,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                     "error",
                     f"Model folder {state.name} is incomplete: " + "; ".join(state.problems),
                     f"Download the missing files again into {state.path} (diffusers layout).",
+                    code="model_incomplete",
+                    values={"name": state.name, "path": state.path, "problems": list(state.problems)},
                 )
             )
     if not any(state.kind == "ltx-video" and state.ok and state.variant != "tiny" for state in report.models):
@@ -365,6 +401,8 @@ def find_problems(report: EnvReport, models_dir: Path) -> list[Problem]:
                 f"No complete LTX-Video model in {models_dir}: real training needs one; the tiny demo does not.",
                 f"Download LTX-Video-0.9.7-diffusers into {models_dir / DEFAULT_MODEL_DIR.name} "
                 "(see INSTALLATION_CN.md).",
+                code="no_model",
+                values={"models_dir": str(models_dir), "target": str(models_dir / DEFAULT_MODEL_DIR.name)},
             )
         )
     return problems

@@ -1,10 +1,17 @@
 """How much memory a training run will need, before it starts: the GUI shows this next to Start.
 
-Weights and LoRA parameters are counted exactly from the transformer's shapes (built on the
-`meta` device, so even 13B costs no memory) with the same LoRA targets, quantization exclusions
-and dtypes the trainer uses. Activations follow a per-token model calibrated by counting the
-tensors autograd keeps for backward (`saved_activation_bytes`) in diffusers' LTX block set up as
-the trainer sets it up (frozen base in its own dtype, fp32 adapters computing under autocast on a
+Plain arithmetic on plain numbers, with no torch, so the GUI process can ask it (the GUI never
+imports torch or peft: those live in the training subprocesses). The inputs are the transformer's
+shape (its config.json, or the built-in table of the released 2B/13B shapes and our tiny one), the
+clip size, and the run's settings (`TrainingSetup`: LoRA rank and targets, quantization, precision,
+gradient checkpointing, block offload, batch size, optimizer).
+
+Weights and LoRA parameters are counted exactly from the shape, module by module as diffusers'
+`LTXVideoTransformer3DModel` builds them, with peft's target-name rule and the trainer's
+quantization exclusions (tests check the counts against the model built on `meta` and against
+peft). Activations follow a per-token model calibrated by counting the tensors autograd keeps for
+backward (`ltxtrainer.benchmark.saved_activation_bytes`) in diffusers' LTX block set up as the
+trainer sets it up (frozen base in its own dtype, fp32 adapters computing under autocast on a
 GPU and in fp32 on a CPU; the GPU setup was counted on the CPU's autocast). That count does not
 depend on the device (the CPU and CUDA attention kernels both keep only q, k, v, the output and a
 log-sum-exp), so the constants carry over to CUDA; what differs there is the CUDA context and the
@@ -14,24 +21,39 @@ caching allocator's slack, added as `other`.
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from ltxtrainer.config import TrainerConfig
-from ltxtrainer.models import ltx_video
-from ltxtrainer.models.tiny import TRANSFORMER_CONFIG as TINY_TRANSFORMER_CONFIG
 
 GB = 1e9
 PROMPT_TOKENS = 128  # LTXPipeline's default max_sequence_length, what the preprocessing writes
+# The VAE's compression (FIELD_NOTES §1), as ltxtrainer.models.ltx_video has it (that module
+# imports torch; a test checks the two agree).
+SPATIAL_COMPRESSION = 32
+TEMPORAL_COMPRESSION = 8
+# The trainer's quantization exclusions, as ltxtrainer.training.model_setup.QUANTIZE_EXCLUDE has
+# them (a test checks they are the same list).
+QUANTIZE_EXCLUDE = ("proj_in", "proj_out", "time_embed*", "caption_projection*", "norm_out", "scale_shift_table")
 
-# The config numbers of the released checkpoints (FIELD_NOTES §1); all other fields are the
-# diffusers defaults, which are what those checkpoints use.
+# diffusers' LTXVideoTransformer3DModel defaults: what the released checkpoints use for every
+# field their config.json does not name.
+_DIFFUSERS_DEFAULTS: dict = {
+    "in_channels": 128, "out_channels": 128, "num_attention_heads": 32, "attention_head_dim": 64,
+    "cross_attention_dim": 2048, "num_layers": 28, "caption_channels": 4096, "qk_norm": "rms_norm_across_heads",
+    "norm_elementwise_affine": False, "attention_bias": True, "attention_out_bias": True,
+}
+# The config numbers of the released checkpoints (FIELD_NOTES §1) and of our tiny test model
+# (ltxtrainer.models.tiny.TRANSFORMER_CONFIG, which imports torch; a test checks they agree).
 MODEL_SHAPES: dict[str, dict] = {
-    "tiny": dict(TINY_TRANSFORMER_CONFIG),
+    "tiny": {
+        "in_channels": 16, "out_channels": 16, "patch_size": 1, "patch_size_t": 1, "num_attention_heads": 2,
+        "attention_head_dim": 16, "cross_attention_dim": 32, "num_layers": 2, "caption_channels": 32,
+        "activation_fn": "gelu-approximate", "qk_norm": "rms_norm_across_heads", "norm_elementwise_affine": False,
+        "norm_eps": 1e-6, "attention_bias": True, "attention_out_bias": True,
+    },
     "2b": {
         "in_channels": 128, "out_channels": 128, "num_layers": 28, "num_attention_heads": 32,
         "attention_head_dim": 64, "cross_attention_dim": 2048, "caption_channels": 4096,
@@ -41,6 +63,8 @@ MODEL_SHAPES: dict[str, dict] = {
         "attention_head_dim": 128, "cross_attention_dim": 4096, "caption_channels": 4096,
     },
 }
+_TIMESTEP_CHANNELS = 256  # diffusers' PixArtAlphaCombinedTimestepSizeEmbeddings sinusoid width
+_FEED_FORWARD_MULT = 4  # diffusers' FeedForward default
 
 # Bytes kept for backward per video token, per unit of model width d, per transformer block
 # (saved-tensor count, diffusers 0.42, torch 2.13, fitted over token counts and widths with the
@@ -86,8 +110,49 @@ _QUANTO_BYTES_PER_ELEMENT = {
     "int8-quanto": 1.0, "fp8-quanto": 1.0, "fp8uz-quanto": 1.0, "int4-quanto": 0.5, "int2-quanto": 0.25,
 }
 _QUANTO_GROUP = 128
-# The LTX-Video VAE (diffusers default shape) in bf16, resident once validation has run.
-VAE_PARAMETERS = 419_000_000
+# The LTX-Video VAE (diffusers default shape), resident once validation has run, and our tiny
+# test VAE (ltxtrainer.models.tiny.VAE_CONFIG; a test counts both on `meta`). The transformer's
+# latent channels tell them apart: 128 for every released VAE, 16 for the tiny one.
+VAE_PARAMETERS = 419_193_649
+TINY_VAE_PARAMETERS = 461_229
+RELEASED_LATENT_CHANNELS = 128
+
+
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The settings of a run that decide its memory, as plain values (`from_config` reads a config)."""
+
+    training_mode: str = "lora"  # "lora" or "full"
+    rank: int = 32
+    lora_targets: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
+    quantization: str | None = None  # an optimum-quanto choice such as "int8-quanto", or None
+    mixed_precision: str | None = "bf16"  # "bf16", "fp16" or "no"
+    optimizer: str = "adamw"
+    batch_size: int = 1
+    gradient_checkpointing: bool = False
+    block_offload: bool = False
+    first_frame_conditioning: bool = True  # first_frame_conditioning_p > 0: per-token timesteps on some steps
+    validation_videos: bool = False  # the VAE stays loaded after the first validation
+
+    @classmethod
+    def from_config(cls, config: TrainerConfig) -> TrainingSetup:
+        lora_mode = config.model.training_mode == "lora"
+        lora = config.lora if lora_mode else None
+        return cls(
+            training_mode=config.model.training_mode,
+            rank=lora.rank if lora else 0,
+            lora_targets=tuple(lora.target_modules) if lora else (),
+            quantization=config.acceleration.quantization_choice if lora_mode else None,
+            mixed_precision=config.acceleration.mixed_precision_mode,
+            optimizer=config.optimization.optimizer_type,
+            batch_size=config.optimization.batch_size,
+            gradient_checkpointing=config.optimization.enable_gradient_checkpointing,
+            block_offload=config.acceleration.block_offload,
+            first_frame_conditioning=config.first_frame_conditioning_p > 0,
+            validation_videos=bool(config.validation.prompts and config.validation.interval),
+        )
 
 
 @dataclass
@@ -110,6 +175,25 @@ class MemoryEstimate:
         }
 
 
+def token_count(width: int, height: int, frames: int) -> int:
+    """Video tokens of a WxHxF clip (ltx_video.token_count: 1x1x1 patches of the latent)."""
+    return ((frames - 1) // TEMPORAL_COMPRESSION + 1) * (height // SPATIAL_COMPRESSION) * (width // SPATIAL_COMPRESSION)
+
+
+def weight_element_bytes(setup: TrainingSetup, device_type: str) -> int:
+    """Bytes per frozen weight element: model_setup.weight_dtype's rule (fp16 falls back to fp32 off CUDA)."""
+    if setup.training_mode == "full" or setup.mixed_precision in (None, "no"):
+        return 4
+    if setup.mixed_precision == "fp16" and device_type != "cuda":
+        return 4
+    return 2
+
+
+def adapters_in_low_precision(setup: TrainingSetup, device_type: str) -> bool:
+    """model_setup.adapters_in_low_precision's rule: on a GPU the adapters compute in the base's bf16/fp16."""
+    return setup.training_mode == "lora" and device_type != "cpu" and weight_element_bytes(setup, device_type) != 4
+
+
 def resolve_transformer_config(variant_or_config: str | dict | Path) -> dict:
     """'tiny' / '2b' / '13b', a transformer config dict, or a model folder (its transformer/config.json)."""
     if isinstance(variant_or_config, dict):
@@ -128,22 +212,44 @@ def resolve_transformer_config(variant_or_config: str | dict | Path) -> dict:
     return json.loads(config_file.read_text(encoding="utf-8"))
 
 
-def _meta_transformer(shape: dict):
-    from diffusers import LTXVideoTransformer3DModel
+def _linears(shape: dict) -> Iterator[tuple[str, int, int, bool]]:
+    """(module name, in features, out features, bias) of every nn.Linear of diffusers'
+    LTXVideoTransformer3DModel (0.42), in its own names, so peft's and quanto's name rules apply."""
+    width = shape["num_attention_heads"] * shape["attention_head_dim"]
+    bias, out_bias = shape["attention_bias"], shape["attention_out_bias"]
+    yield "proj_in", shape["in_channels"], width, True
+    yield "time_embed.emb.timestep_embedder.linear_1", _TIMESTEP_CHANNELS, width, True
+    yield "time_embed.emb.timestep_embedder.linear_2", width, width, True
+    yield "time_embed.linear", width, 6 * width, True  # adaLN: shift, scale and gate of two sub-layers
+    yield "caption_projection.linear_1", shape["caption_channels"], width, True
+    yield "caption_projection.linear_2", width, width, True
+    for index in range(shape["num_layers"]):
+        block = f"transformer_blocks.{index}"
+        for attention, key_features in (("attn1", width), ("attn2", shape["cross_attention_dim"])):
+            yield f"{block}.{attention}.to_q", width, width, bias
+            yield f"{block}.{attention}.to_k", key_features, width, bias
+            yield f"{block}.{attention}.to_v", key_features, width, bias
+            yield f"{block}.{attention}.to_out.0", width, width, out_bias
+        yield f"{block}.ff.net.0.proj", width, _FEED_FORWARD_MULT * width, True
+        yield f"{block}.ff.net.2", _FEED_FORWARD_MULT * width, width, True
+    yield "proj_out", width, shape["out_channels"], True
 
-    allowed = inspect.signature(LTXVideoTransformer3DModel.__init__).parameters
-    with torch.device("meta"):
-        return LTXVideoTransformer3DModel(**{key: value for key, value in shape.items() if key in allowed})
+
+def _other_parameters(shape: dict) -> int:
+    """Parameters outside the linears: adaLN tables, the q/k RMSNorms, the blocks' optional norm weights."""
+    width = shape["num_attention_heads"] * shape["attention_head_dim"]
+    per_block = 6 * width + 2 * 2 * width  # scale_shift_table; attn1/attn2 norm_q and norm_k
+    if shape["norm_elementwise_affine"]:
+        per_block += 2 * width  # norm1, norm2
+    return 2 * width + shape["num_layers"] * per_block  # the output's scale_shift_table; norm_out has none
 
 
-def _is_lora_target(module_name: str, targets: list[str]) -> bool:
+def _is_lora_target(module_name: str, targets: tuple[str, ...] | list[str]) -> bool:
     """peft's rule for a list of target names: the full name or its last dotted parts match."""
     return any(module_name == target or module_name.endswith("." + target) for target in targets)
 
 
 def _is_quantized(module_name: str) -> bool:
-    from ltxtrainer.training.model_setup import QUANTIZE_EXCLUDE
-
     return not any(fnmatch.fnmatch(module_name, pattern) for pattern in QUANTIZE_EXCLUDE)
 
 
@@ -160,27 +266,26 @@ def _adapter_input(module_name: str) -> tuple[str, str | None]:
     return "video", module_name
 
 
-def count_parameters(shape: dict, lora_targets: list[str], rank: int) -> dict[str, int]:
+def count_parameters(shape: dict, lora_targets: tuple[str, ...] | list[str], rank: int) -> dict[str, int]:
     """Exact counts: all base parameters, the quantizable linear weights, the LoRA parameters, and
     the input features of the adapted layers (by what they read; shared tensors once, and each)."""
-    transformer = _meta_transformer(shape)
-    counts = {"base": 0, "quantizable_linear_weights": 0, "quantized_rows": 0, "lora": 0, "lora_video_modules": 0,
-              "video_inputs_shared": 0, "video_inputs_each": 0, "prompt_inputs_shared": 0, "prompt_inputs_each": 0}
-    counts["base"] = sum(parameter.numel() for parameter in transformer.parameters())
+    shape = {**_DIFFUSERS_DEFAULTS, **shape}
+    counts = {"base": _other_parameters(shape), "quantizable_linear_weights": 0, "quantized_rows": 0, "lora": 0,
+              "lora_video_modules": 0, "video_inputs_shared": 0, "video_inputs_each": 0, "prompt_inputs_shared": 0,
+              "prompt_inputs_each": 0}
     shared: set[str] = set()
-    for name, module in transformer.named_modules():
-        if not isinstance(module, torch.nn.Linear):
-            continue
+    for name, in_features, out_features, bias in _linears(shape):
+        counts["base"] += in_features * out_features + (out_features if bias else 0)
         if _is_quantized(name):
-            counts["quantizable_linear_weights"] += module.weight.numel()
-            counts["quantized_rows"] += module.out_features
+            counts["quantizable_linear_weights"] += in_features * out_features
+            counts["quantized_rows"] += out_features
         if _is_lora_target(name, lora_targets):
-            counts["lora"] += rank * (module.in_features + module.out_features)
+            counts["lora"] += rank * (in_features + out_features)
             reads, key = _adapter_input(name)
-            counts[f"{reads}_inputs_each"] += module.in_features
+            counts[f"{reads}_inputs_each"] += in_features
             if key is not None and key not in shared:
                 shared.add(key)
-                counts[f"{reads}_inputs_shared"] += module.in_features
+                counts[f"{reads}_inputs_shared"] += in_features
             if reads == "video":
                 counts["lora_video_modules"] += 1
     return counts
@@ -198,43 +303,35 @@ def _weight_bytes(counts: dict[str, int], element: int, quantization: str | None
     return int((counts["base"] - quantized) * element + quantized * per_element + scales)
 
 
-def estimate_memory(
-    config: TrainerConfig,
+def estimate(
+    setup: TrainingSetup,
     width: int,
     height: int,
     frames: int,
     variant_or_transformer_config: str | dict | Path,
-    batch_size: int | None = None,
     device_type: str = "cuda",
-    vae_resident: bool | None = None,
 ) -> MemoryEstimate:
-    """Peak memory of one training step of `config` at WxHxF on a `device_type` device.
+    """Peak memory of one training step of `setup` at WxHxF on a `device_type` device ("cuda" or "cpu").
 
-    `vae_resident` defaults to whether validation videos are on (the VAE stays loaded after the
-    first validation); the text encoder is never resident during training (the trainer encodes
-    validation prompts on the CPU first and frees it).
+    The text encoder is never resident during training (the trainer encodes validation prompts on
+    the CPU first and frees it); the VAE is when `setup.validation_videos`.
     """
-    shape = resolve_transformer_config(variant_or_transformer_config)
-    batch = batch_size or config.optimization.batch_size
-    tokens = ltx_video.token_count(width, height, frames) * batch
-    from ltxtrainer.training.model_setup import adapters_in_low_precision, weight_dtype
-
-    device = torch.device(device_type)
-    dtype = weight_dtype(config, device)
-    element = torch.empty((), dtype=dtype).element_size()
-    model_width = shape.get("num_attention_heads", 32) * shape.get("attention_head_dim", 64)
-    layers = shape.get("num_layers", 28)
-    lora = config.lora
-    lora_mode = config.model.training_mode == "lora"
-    quantization = config.acceleration.quantization_choice if lora_mode else None
-    rank = lora.rank if lora_mode and lora else 0
-    counts = count_parameters(shape, lora.target_modules if lora_mode and lora else [], rank)
+    shape = {**_DIFFUSERS_DEFAULTS, **resolve_transformer_config(variant_or_transformer_config)}
+    batch = setup.batch_size
+    tokens = token_count(width, height, frames) * batch
+    element = weight_element_bytes(setup, device_type)
+    model_width = shape["num_attention_heads"] * shape["attention_head_dim"]
+    layers = shape["num_layers"]
+    lora_mode = setup.training_mode == "lora"
+    quantization = setup.quantization if lora_mode else None
+    rank = setup.rank if lora_mode else 0
+    counts = count_parameters(shape, setup.lora_targets if lora_mode else (), rank)
     notes: list[str] = []
 
     weights = _weight_bytes(counts, element, quantization)
     trained = counts["lora"] if lora_mode else counts["base"]
     adapter_bytes = 4  # trained weights stay fp32 (model_setup.add_lora / weight_dtype)
-    optimizer_state = 2 if config.optimization.optimizer_type == "adamw8bit" else 8
+    optimizer_state = 2 if setup.optimizer == "adamw8bit" else 8
     lora_and_optimizer = trained * (adapter_bytes * 2 + optimizer_state)
     if not lora_mode:
         weights = 0  # the trained weights are the base, counted with their gradients and moments
@@ -242,13 +339,13 @@ def estimate_memory(
     blocks = max(layers, 1)
     # Adapters computing in the base's bf16/fp16 share its tensors and keep bf16 casts of their
     # weights; fp32 adapters on a bf16/fp16 base (the CPU) each keep an fp32 copy of their input.
-    low_precision_adapters = adapters_in_low_precision(config, device)
+    low_precision_adapters = adapters_in_low_precision(setup, device_type)
     copies = lora_mode and element == 2 and not low_precision_adapters
     video_inputs = counts["video_inputs_each"] * _FP32_COPY_BYTES if copies else counts["video_inputs_shared"] * element
     prompt_inputs = counts["prompt_inputs_each"] * _FP32_COPY_BYTES if copies else counts["prompt_inputs_shared"] * element
     adapter_element = 4 if copies else element  # the adapters' rank-sized intermediate results
     per_block = _BASE_PER_TOKEN_WIDTH[element] + video_inputs / blocks / model_width
-    if config.first_frame_conditioning_p > 0:
+    if setup.first_frame_conditioning:
         per_block += _PER_TOKEN_TIMESTEP_PER_TOKEN_WIDTH[element]
     if quantization:
         per_block += _QUANTO_EXTRA_NEXT_TO_FP32_ADAPTERS if copies else _QUANTO_EXTRA_ELEMENTS * element
@@ -262,7 +359,7 @@ def estimate_memory(
         + prompt_tokens * model_width * per_prompt
         + weight_casts / blocks
     )
-    checkpointing = config.optimization.enable_gradient_checkpointing
+    checkpointing = setup.gradient_checkpointing
     if checkpointing:
         kept = tokens * model_width * (layers * _CHECKPOINT_INPUT_ELEMENTS * element + _CHECKPOINT_SHARED_PER_TOKEN_WIDTH)
         activations = int(kept + block_saved)  # plus one block recomputed during its backward
@@ -279,12 +376,11 @@ def estimate_memory(
         **({"checkpoint_inputs": int(kept), "recomputed_block": int(block_saved)} if checkpointing else {}),
         "backward_transient": transient,
     }
-    if vae_resident is None:
-        vae_resident = bool(config.validation.prompts and config.validation.interval)
-    if vae_resident:
-        breakdown["vae_weights"] = VAE_PARAMETERS * element
+    if setup.validation_videos:
+        vae = VAE_PARAMETERS if shape["in_channels"] == RELEASED_LATENT_CHANNELS else TINY_VAE_PARAMETERS
+        breakdown["vae_weights"] = vae * element
         notes.append("Validation videos need extra memory while they decode; that peak is not included.")
-    if config.acceleration.block_offload and device_type == "cuda":
+    if setup.block_offload and device_type == "cuda":
         streamed = weights - weights // max(layers, 1) * 2  # two blocks on the card at a time
         breakdown["offloaded_to_host"] = streamed
         weights -= streamed
@@ -301,59 +397,80 @@ def estimate_memory(
     return MemoryEstimate(weights, lora_and_optimizer, activations, other, int(total), breakdown, notes, trained)
 
 
-def fits(estimate: MemoryEstimate, free_bytes: int | None) -> tuple[bool, str]:
-    """(fits, one plain sentence) for showing next to the Start button."""
-    need = estimate.total_bytes / GB
-    if free_bytes is None:
-        return True, f"Needs about {need:.1f} GB; no GPU was found to compare with."
-    have = free_bytes / GB
-    parts = (
-        f"weights {estimate.weights / GB:.1f} GB, LoRA and optimizer {estimate.lora_and_optimizer / GB:.1f} GB, "
-        f"activations {estimate.activations / GB:.1f} GB, other {estimate.other / GB:.1f} GB"
-    )
-    if estimate.total_bytes <= free_bytes * 0.95:
-        return True, f"Fits: needs about {need:.1f} GB of {have:.1f} GB free ({parts})."
-    advice = (
-        "turn on gradient checkpointing, int8-quanto quantization or block offload, "
-        "or train at a smaller resolution, fewer frames, batch size 1 or a lower LoRA rank"
-    )
-    if estimate.total_bytes <= free_bytes:
-        return True, f"Tight: needs about {need:.1f} GB of {have:.1f} GB free ({parts}); if it runs out, {advice}."
-    return False, f"Does not fit: needs about {need:.1f} GB but only {have:.1f} GB is free ({parts}). To fit, {advice}."
+def estimate_memory(
+    config: TrainerConfig,
+    width: int,
+    height: int,
+    frames: int,
+    variant_or_transformer_config: str | dict | Path,
+    batch_size: int | None = None,
+    device_type: str = "cuda",
+    vae_resident: bool | None = None,
+) -> MemoryEstimate:
+    """`estimate` for a training config; `batch_size` and `vae_resident` override the config's."""
+    setup = TrainingSetup.from_config(config)
+    if batch_size is not None:
+        setup = replace(setup, batch_size=batch_size)
+    if vae_resident is not None:
+        setup = replace(setup, validation_videos=vae_resident)
+    return estimate(setup, width, height, frames, variant_or_transformer_config, device_type)
 
 
-def gpu_memory_bytes(device_index: int = 0) -> tuple[int, int] | None:
-    """(free, total) bytes of the GPU, or None without a usable one."""
-    if not torch.cuda.is_available():
-        return None
-    free, total = torch.cuda.mem_get_info(device_index)
-    return int(free), int(total)
+# ---- against a card ---------------------------------------------------------------------------
+
+# Below this share of the card a run fits with room for the desktop, other programs and the
+# allocator's spikes; up to the whole card it is tight.
+COMFORTABLE_SHARE = 0.9
 
 
-def saved_activation_bytes(model: torch.nn.Module, inputs: dict) -> int:
-    """Bytes of the distinct tensors autograd keeps for backward in one forward, weights excluded.
+def judge(total_bytes: int, card_bytes: int) -> str:
+    """"fits", "tight" or "too_big" for a run needing `total_bytes` on a card of `card_bytes`."""
+    if total_bytes <= card_bytes * COMFORTABLE_SHARE:
+        return "fits"
+    return "tight" if total_bytes <= card_bytes else "too_big"
 
-    This is what calibrated the constants above; tests use it to check the estimate still matches
-    the installed diffusers and torch.
-    """
-    weights = set()
-    for parameter in model.parameters():
-        try:
-            weights.add(parameter.untyped_storage().data_ptr())
-        except (RuntimeError, NotImplementedError):  # quanto's quantized weights have no plain storage
-            continue
-    kept: dict[int, int] = {}
 
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        try:
-            storage = tensor.untyped_storage()
-            pointer = storage.data_ptr()
-        except (RuntimeError, NotImplementedError):
-            return tensor
-        if pointer not in weights:
-            kept[pointer] = storage.nbytes()
-        return tensor
+@dataclass(frozen=True)
+class Advice:
+    """The smallest change (in the order users give up least) after which the run fits the card."""
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(**inputs)
-    return sum(kept.values())
+    changes: dict[str, object]  # TrainingSetup field or "frames" -> new value
+    total_bytes: int
+
+
+def _memory_savers(setup: TrainingSetup, device_type: str) -> Iterator[dict[str, object]]:
+    """Cumulative changes, cheapest first: checkpointing, int8 weights, smaller batch, block offload."""
+    changes: dict[str, object] = {}
+    if not setup.gradient_checkpointing:
+        changes = {**changes, "gradient_checkpointing": True}
+        yield changes
+    if setup.training_mode == "lora" and setup.quantization is None:
+        changes = {**changes, "quantization": "int8-quanto"}
+        yield changes
+    if setup.batch_size > 1:
+        changes = {**changes, "batch_size": 1}
+        yield changes
+    if device_type == "cuda" and not setup.block_offload:
+        changes = {**changes, "block_offload": True}
+        yield changes
+
+
+def advise(
+    setup: TrainingSetup, width: int, height: int, frames: int, shape: str | dict | Path, card_bytes: int,
+    device_type: str = "cuda",
+) -> Advice | None:
+    """The first change that makes the run fit comfortably, then fewer frames on top; None if nothing does."""
+    changes: dict[str, object] = {}
+    for changes in _memory_savers(setup, device_type):
+        changed = replace(setup, **changes)
+        need = estimate(changed, width, height, frames, shape, device_type).total_bytes
+        if judge(need, card_bytes) == "fits":
+            return Advice(changes, need)
+    changed = replace(setup, **changes)
+    fewer = frames
+    while fewer > 1 + TEMPORAL_COMPRESSION:
+        fewer = max(1 + TEMPORAL_COMPRESSION, (fewer - 1) // 2 // TEMPORAL_COMPRESSION * TEMPORAL_COMPRESSION + 1)
+        need = estimate(changed, width, height, fewer, shape, device_type).total_bytes
+        if judge(need, card_bytes) == "fits":
+            return Advice({**changes, "frames": fewer}, need)
+    return None

@@ -114,7 +114,8 @@ def test_json_output_parses_and_has_the_documented_keys(
     assert set(data["driver"]) == {"version", "cuda", "nvidia_smi", "gpu_count"}
     assert set(data["disk"]) == {"path", "free_gb", "total_gb"}
     assert set(data["ffmpeg"]) == {"path", "source"}
-    assert all(set(problem) == {"severity", "message", "fix"} for problem in data["problems"])
+    assert all(set(problem) == {"severity", "message", "fix", "code", "values"} for problem in data["problems"])
+    assert all(problem["code"] for problem in data["problems"])  # the GUI says each in the user's language
     names = {model["name"]: model for model in data["models"]}
     assert names["tiny-ltxv"]["ok"] is True
     assert names["LTX-Video-0.9.7-diffusers"]["ok"] is False

@@ -8,21 +8,32 @@ tensors instead; the RSS comparison on the 2B shape is in docs/benchmarks.md (to
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from ltxtrainer.benchmark import BenchmarkOptions, build_random_transformer, random_batch, trainer_config
+from ltxtrainer import memory
+from ltxtrainer.benchmark import (
+    BenchmarkOptions,
+    build_random_transformer,
+    random_batch,
+    saved_activation_bytes,
+    trainer_config,
+)
 from ltxtrainer.memory import (
     MODEL_SHAPES,
+    TrainingSetup,
+    advise,
     count_parameters,
+    estimate,
     estimate_memory,
-    fits,
-    gpu_memory_bytes,
+    judge,
     resolve_transformer_config,
-    saved_activation_bytes,
 )
-from ltxtrainer.models import ltx_video
-from ltxtrainer.training import flow_matching
+from ltxtrainer.models import ltx_video, tiny
+from ltxtrainer.training import flow_matching, model_setup
 from ltxtrainer.training.model_setup import (
     prepare_transformer,
     quantize_transformer,
@@ -81,8 +92,7 @@ def test_13b_int8_with_checkpointing_at_768x512x49_fits_24_gb():
     config = _config(model="13b", rank=32, quantization="int8-quanto", gradient_checkpointing=True)
     estimate = estimate_memory(config, 768, 512, 49, "13b", batch_size=1)
     assert 18 * GB <= estimate.total_bytes <= 20 * GB
-    fitting, message = fits(estimate, int(24 * GB))
-    assert fitting and message.startswith("Fits")
+    assert judge(estimate.total_bytes, int(24 * GB)) == "fits"
 
 
 def test_13b_bf16_without_checkpointing_at_768x768x49():
@@ -96,10 +106,9 @@ def test_13b_bf16_without_checkpointing_at_768x768x49():
     assert estimate.weights == pytest.approx(26.1 * GB, rel=0.01)
     assert 48 * GB <= estimate.activations <= 58 * GB
     assert 80 * GB <= estimate.total_bytes <= 92 * GB
-    fitting, message = fits(estimate, int(80 * GB))
-    assert not fitting and "gradient checkpointing" in message
+    assert judge(estimate.total_bytes, int(80 * GB)) == "too_big"
     with_checkpointing = estimate_memory(_config(model="13b", rank=32, gradient_checkpointing=True), 768, 768, 49, "13b", 1)
-    assert fits(with_checkpointing, int(80 * GB))[0]
+    assert judge(with_checkpointing.total_bytes, int(80 * GB)) == "fits"
 
 
 def _model_inputs(shape: dict, width: int, height: int, frames: int, dtype: torch.dtype = torch.bfloat16) -> dict:
@@ -159,8 +168,10 @@ def test_activation_model_matches_what_autograd_keeps(shape, resolution, options
     device_type = "cuda" if path == "gpu" else "cpu"
     estimate = estimate_memory(config, *resolution, shape, batch_size=1, device_type=device_type)
     # with checkpointing the forward keeps only block inputs; the recomputed block comes in backward
-    predicted = estimate.breakdown["checkpoint_inputs"] if options.get("gradient_checkpointing") else estimate.activations
-    assert predicted == pytest.approx(kept, rel=0.15)
+    checkpointing = options.get("gradient_checkpointing", False)
+    predicted = estimate.breakdown["checkpoint_inputs"] if checkpointing else estimate.activations
+    # docs/benchmarks.md: within 2.5% without checkpointing, within 10% with it
+    assert predicted == pytest.approx(kept, rel=0.10 if checkpointing else 0.03)
 
 
 def test_adapters_share_the_input_on_the_gpu_path_and_copy_it_on_the_cpu():
@@ -188,14 +199,25 @@ def test_activations_scale_with_tokens_and_batch():
     assert double.weights == small.weights and double.lora_and_optimizer == small.lora_and_optimizer
 
 
-def test_fits_speaks_plainly():
-    estimate = estimate_memory(_config(model="2b", rank=16), 768, 512, 49, "2b", batch_size=1)
-    need = estimate.total_bytes
-    assert fits(estimate, need * 2)[1].startswith("Fits: needs about")
-    assert fits(estimate, int(need * 1.02))[1].startswith("Tight")
-    fitting, message = fits(estimate, need // 2)
-    assert not fitting and message.startswith("Does not fit") and "gradient checkpointing" in message
-    assert fits(estimate, None) == (True, f"Needs about {need / GB:.1f} GB; no GPU was found to compare with.")
+def test_judge_and_advice_against_a_card():
+    setup = TrainingSetup(rank=32, gradient_checkpointing=False)
+    need = estimate(setup, 768, 512, 49, "13b").total_bytes
+    assert judge(need, need * 2) == "fits"
+    assert judge(need, int(need * 1.02)) == "tight"
+    assert judge(need, need // 2) == "too_big"
+    # 13B bf16 without checkpointing on a 24 GB card: checkpointing alone is not enough, with int8 it fits
+    card = 24 * 1024**3
+    advice = advise(setup, 768, 512, 49, "13b", card)
+    assert advice is not None
+    assert advice.changes == {"gradient_checkpointing": True, "quantization": "int8-quanto"}
+    assert judge(advice.total_bytes, card) == "fits"
+    assert advice.total_bytes == estimate(
+        TrainingSetup(rank=32, gradient_checkpointing=True, quantization="int8-quanto"), 768, 512, 49, "13b").total_bytes
+    # an 8 GB card needs block offload too; a 4 GB one fewer frames on top of every setting
+    assert advise(setup, 768, 512, 49, "13b", 8 * 1024**3).changes["block_offload"] is True
+    smallest = advise(setup, 768, 512, 49, "13b", 4 * 1024**3)
+    assert smallest is None or set(smallest.changes) == {
+        "gradient_checkpointing", "quantization", "block_offload", "frames"}
 
 
 def test_resolves_a_model_folder_with_spaces_and_chinese(tmp_path):
@@ -207,12 +229,57 @@ def test_resolves_a_model_folder_with_spaces_and_chinese(tmp_path):
         resolve_transformer_config(tmp_path / "missing")
 
 
-def test_gpu_memory_is_none_without_a_gpu():
-    if torch.cuda.is_available():
-        free, total = gpu_memory_bytes()
-        assert 0 < free <= total
-    else:
-        assert gpu_memory_bytes() is None
+@pytest.mark.parametrize("name", ["tiny", "2b", "13b"])
+@pytest.mark.parametrize("targets", [ATTENTION, WITH_FEED_FORWARD, ["attn2.to_k", "attn2.to_v"], ["proj_in", "proj_out"]])
+def test_plain_counts_equal_the_diffusers_model_built_on_meta(name, targets):
+    """The estimator counts without torch; here the count is checked against diffusers' own model."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    with torch.device("meta"):
+        transformer = LTXVideoTransformer3DModel(**MODEL_SHAPES[name])
+    linears = {module_name: module for module_name, module in transformer.named_modules()
+               if isinstance(module, torch.nn.Linear)}
+    counts = count_parameters(MODEL_SHAPES[name], targets, 16)
+    assert counts["base"] == sum(parameter.numel() for parameter in transformer.parameters())
+    quantized = [module for module_name, module in linears.items() if memory._is_quantized(module_name)]
+    assert counts["quantizable_linear_weights"] == sum(module.weight.numel() for module in quantized)
+    assert counts["quantized_rows"] == sum(module.out_features for module in quantized)
+    adapted = [module for module_name, module in linears.items() if memory._is_lora_target(module_name, targets)]
+    assert counts["lora"] == sum(16 * (module.in_features + module.out_features) for module in adapted)
+    assert counts["video_inputs_each"] + counts["prompt_inputs_each"] == sum(module.in_features for module in adapted)
+
+
+def test_the_plain_restatements_agree_with_the_torch_modules():
+    """memory.py restates a few facts to stay free of torch; each must equal its source."""
+    assert list(memory.QUANTIZE_EXCLUDE) == model_setup.QUANTIZE_EXCLUDE
+    assert MODEL_SHAPES["tiny"] == tiny.TRANSFORMER_CONFIG
+    from diffusers import AutoencoderKLLTXVideo
+
+    with torch.device("meta"):
+        assert memory.VAE_PARAMETERS == sum(p.numel() for p in AutoencoderKLLTXVideo().parameters())
+        tiny_vae = AutoencoderKLLTXVideo(**tiny.VAE_CONFIG)
+    assert memory.TINY_VAE_PARAMETERS == sum(p.numel() for p in tiny_vae.parameters())
+    for size in [(768, 512, 49), (64, 64, 9), (1280, 736, 121), (320, 512, 1)]:
+        assert memory.token_count(*size) == ltx_video.token_count(*size)
+    for mode in ("bf16", "fp16", "no"):
+        for training_mode in ("lora", "full"):
+            config = _config(model="tiny", mixed_precision=mode)
+            config.model.training_mode = training_mode
+            setup = TrainingSetup.from_config(config)
+            for device in ("cpu", "cuda"):
+                dtype = weight_dtype(config, torch.device(device))
+                assert memory.weight_element_bytes(setup, device) == torch.empty((), dtype=dtype).element_size()
+                assert memory.adapters_in_low_precision(setup, device) == model_setup.adapters_in_low_precision(
+                    config, torch.device(device))
+
+
+def test_the_estimator_imports_no_torch():
+    """The GUI asks the estimator in its own process, which must stay free of torch and peft."""
+    code = ("import sys; import ltxtrainer.memory as m; "
+            "m.estimate(m.TrainingSetup(), 768, 512, 49, '13b'); "
+            "print([name for name in ('torch', 'peft', 'diffusers') if name in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_block_offload_keeps_only_two_blocks_of_weights_on_the_card():

@@ -186,28 +186,3 @@ def environment_report(paths: AppPaths, timeout_s: float = 180) -> dict:
     if result.returncode != 0 or not lines:
         raise RuntimeError((result.stderr or result.stdout).strip()[-500:] or f"exit code {result.returncode}")
     return json.loads(lines[-1])
-
-
-def memory_estimate(paths: AppPaths, template: str, resolution: str, frames: int) -> dict:
-    """The estimator's numbers for a template at a size, or {"unavailable": reason}.
-
-    ltxtrainer.memory is written by another part of the project; until it exists the GUI says
-    so instead of showing made-up numbers.
-    """
-    try:
-        from ltxtrainer import memory
-    except ImportError:
-        return {"unavailable": "missing"}
-    try:
-        width, height = parse_resolution(resolution)
-        config = load_config(template_path(template))
-        model_path = template_model_path(paths, template)
-        transformer_config = model_path / "transformer" / "config.json" if model_path else None
-        variant = json.loads(transformer_config.read_text()) if transformer_config and transformer_config.is_file() else (
-            "2b" if template == "2b" else "13b")
-        estimate = memory.estimate_memory(config, width, height, int(frames), variant)
-        free = memory.gpu_total_bytes() if hasattr(memory, "gpu_total_bytes") else None
-        verdict = memory.fits(estimate, free)[1] if free else ""
-        return {"total_gb": estimate.total_bytes / 2**30, "verdict": verdict}
-    except Exception as error:  # an estimate is advice: its failure must never block a start
-        return {"error": str(error)}

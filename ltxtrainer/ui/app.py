@@ -73,7 +73,9 @@ def build_app(paths: AppPaths, runner: JobRunner, language: str) -> gr.Blocks:
                          label=t("app.language", language), scale=0, min_width=220),
                 label="app.language",
             )
-        header = gr.Markdown(t("header.checking", language))
+        # The card and model folders, redone in the new language on every switch (no torch: quick).
+        ui.tr(gr.Markdown(tab_environment.header_text(paths, language)),
+              value=lambda lang: tab_environment.header_text(paths, lang))
         tab_builders = (
             ("tab.pipeline", tab_pipeline), ("tab.advanced", tab_advanced), ("tab.dataset", tab_dataset),
             ("tab.runs", tab_runs), ("tab.export", tab_export), ("tab.environment", tab_environment),
@@ -90,11 +92,11 @@ def build_app(paths: AppPaths, runner: JobRunner, language: str) -> gr.Blocks:
         switch.change(switch_language, inputs=switch, outputs=[ui.lang, *ui.labelled], api_name="set_language")
 
         def on_load():
-            """A (re)opened page gets the remembered language and the GPU/model header."""
+            """A (re)opened page gets the remembered language (the GPU/model header is one of the labels)."""
             lang = ui.settings().get("language", language)
-            return [lang, gr.update(value=lang), tab_environment.header_text(ui, lang), *ui.label_updates(lang)]
+            return [lang, gr.update(value=lang), *ui.label_updates(lang)]
 
-        demo.load(on_load, outputs=[ui.lang, switch, header, *ui.labelled], api_name=False)
+        demo.load(on_load, outputs=[ui.lang, switch, *ui.labelled], api_name=False)
     return demo
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types
@@ -32,11 +33,6 @@ class FormField:
     minimum: float | None = None
     maximum: float | None = None
     optional: bool = False  # None is allowed (an empty box means None)
-
-    def limits(self) -> str:
-        low = "" if self.minimum is None else f"{self.minimum:g}"
-        high = "" if self.maximum is None else f"{self.maximum:g}"
-        return f"{low} – {high}" if (low or high) else ""
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
@@ -211,3 +207,29 @@ def dict_from_values(values: list[Any]) -> dict:
 def config_from_values(values: list[Any]) -> TrainerConfig:
     """Validate the form through the schema; ConfigError carries the schema's own messages."""
     return config_from_dict(dict_from_values(values))
+
+
+# ---- the folders a config names ----------------------------------------------------------------
+
+PRECOMPUTED = ".precomputed"
+DATA_PARTS = ("latents", "conditions")
+
+
+def holds_precomputed_data(folder: Path) -> bool:
+    """A folder the trainer reads directly: it holds latents/ and conditions/."""
+    return all((folder / part).is_dir() for part in DATA_PARTS)
+
+
+def precomputed_sets(datasets: Path) -> list[Path]:
+    """Every precomputed set of every project: `datasets/*/scenes/.precomputed` itself (one set, the
+    older layout) or each folder inside it (one per data key) that holds latents/ and conditions/."""
+    sets = []
+    for precomputed in sorted(datasets.glob(f"*/scenes/{PRECOMPUTED}")):
+        candidates = [precomputed, *sorted(child for child in precomputed.iterdir() if child.is_dir())]
+        sets += [folder for folder in candidates if holds_precomputed_data(folder)]
+    return sets
+
+
+def data_folder_usable(folder: Path) -> bool:
+    """What `data.preprocessed_data_root` may name: a set itself or a dataset folder with one in `.precomputed`."""
+    return holds_precomputed_data(folder) or holds_precomputed_data(folder / PRECOMPUTED)

@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from ltxtrainer.pipeline import TEMPLATES
-from ltxtrainer.ui import actions
+from ltxtrainer.ui import actions, memory_line
 from ltxtrainer.ui.i18n import t
 from ltxtrainer.ui.jobs import Job
 from ltxtrainer.ui.runs import (
@@ -53,12 +53,8 @@ def step_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def memory_text(ui, template: str, resolution: str, frames, lang: str) -> str:
-    result = actions.memory_estimate(ui.paths, template, resolution, int(frames))
-    if "unavailable" in result:
-        return t("memory.unavailable", lang)
-    if "error" in result:
-        return t("memory.failed", lang, error=result["error"])
-    return t("memory.result", lang, total=result["total_gb"], verdict=result["verdict"])
+    """The memory line: the template's estimate against the detected card, in `lang`."""
+    return memory_line.memory_text(ui.paths, template, resolution, frames, lang, memory_line.detect_card())
 
 
 # ---- the monitor -------------------------------------------------------------------------------
@@ -166,7 +162,8 @@ def build(ui) -> None:
         frames = ui.tr(gr.Dropdown(list(actions.FRAME_COUNTS), value=int(saved.get("frames", 49)),
                                    label=t("pipe.frames", lang), info=t("pipe.frames_info", lang)),
                        label="pipe.frames", info="pipe.frames_info")
-        template = ui.tr(gr.Dropdown(template_choices(lang), value=saved.get("template", "13b-int8"),
+        template = ui.tr(gr.Dropdown(template_choices(lang), value=saved.get("template") or memory_line.suggested_template(
+                                         ui.paths, memory_line.detect_card()),
                                      label=t("pipe.template", lang)), choices=template_choices, label="pipe.template")
     steps = ui.tr(gr.CheckboxGroup(step_choices(lang), value=saved.get("steps", list(actions.PIPELINE_STEPS)),
                                    label=t("pipe.steps", lang)), choices=step_choices, label="pipe.steps")
@@ -224,7 +221,8 @@ def build(ui) -> None:
 
     form = [project, resolution, frames, steps, template, captioner, api_base_url, api_model, api_key, ui.lang]
     refresh.click(refresh_projects, inputs=ui.lang, outputs=project, api_name="list_projects")
-    for trigger in (template.change, resolution.change, frames.change):
+    # ui.lang changes on the language switch and when a page opens with the remembered language
+    for trigger in (template.change, resolution.change, frames.change, ui.lang.change):
         trigger(estimate, inputs=[template, resolution, frames, ui.lang], outputs=memory, api_name=False)
     start.click(start_job, inputs=form, outputs=message, api_name="start_pipeline")
     stop.click(lambda lang: stop_message(ui, lang), inputs=ui.lang, outputs=message, api_name="stop_job")
