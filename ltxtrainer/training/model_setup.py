@@ -93,7 +93,7 @@ def run_adapters_in_autocast(transformer: torch.nn.Module, device_type: str, dty
     the base runs as it does at inference. peft's own cast of each input to the adapter's fp32 is
     turned off: under autocast it made two copies of every adapted layer's input per step (to fp32,
     then back), one of them kept for backward, 11-14% of a block's activations
-    (`memory.saved_activation_bytes`); now the adapter reads the tensor the frozen layer keeps.
+    (`benchmark.saved_activation_bytes`); now the adapter reads the tensor the frozen layer keeps.
     Bound as a method (as accelerate wraps forwards), so a deepcopy rebinds it to the copy.
     """
     for module in transformer.modules():
