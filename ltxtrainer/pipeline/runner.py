@@ -296,6 +296,8 @@ class _PipelineRun:
         except OSError as error:
             report = check_model_folder(self.model)
             return report.message() if not report.ok else f"Cannot read the clips or the model files: {error}"
+        data_dir = self.paths.data_folder(self.data_key)
+        self.status.set_data(self.data_key, data_dir, manifest_digest(data_dir))
         return None
 
     def _train_plan(self) -> Plan | None:
