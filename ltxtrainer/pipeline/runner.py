@@ -366,7 +366,12 @@ class _PipelineRun:
                 if value and key in ("scenes_dir", "captions_file", "precomputed_dir", "config", "lora", "comfyui_lora"):
                     say(f"  {key:15} {value}")
         say(f"Pipeline finished; status in {self.status.path}")
-        return self._end("finished", None, "", EXIT_OK)
+        paths = self.paths
+        if self.trains and paths.comfy_file.is_file():
+            message = f"Run {paths.run_name} is finished: the LoRA is {paths.lora_file}, for ComfyUI {paths.comfy_file}."
+        else:
+            message = f"Finished {', '.join(self.requested)}; status in {self.status.path}."
+        return self._end("finished", None, message, EXIT_OK)
 
     def _end(self, state: str, stage: str | None, message: str, code: int) -> int:
         self.status.finish(state, {"stage": stage, "message": message} if stage and state != "finished" else None)
