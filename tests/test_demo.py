@@ -21,7 +21,7 @@ from safetensors import safe_open
 from ltxtrainer.config import load_config
 from ltxtrainer.demo import DEMO_TRIGGER, demo_options, demo_run_paths
 from ltxtrainer.media import find_videos, probe_video
-from ltxtrainer.pipeline import EXIT_OK, EXIT_STOPPED, EXIT_USAGE, project_paths, run_pipeline
+from ltxtrainer.pipeline import EXIT_OK, EXIT_STOPPED, EXIT_USAGE, run_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["split", "caption", "preprocess", "train", "export"]
@@ -159,19 +159,20 @@ def test_second_run_skips_every_done_stage(demo_untouched):
     assert events[-1]["status"] == "finished" and events[-1]["comfyui_lora"] == str(demo["paths"].comfy_file)
 
 
-def test_changed_settings_train_a_new_run_beside_the_demos(demo_untouched):
+def test_the_demos_run_named_for_other_settings_is_refused_and_kept(demo_untouched, capfd):
+    """A changed request trains a run of its own (the stop test below shows one); naming the demo's
+    run for it is refused before anything runs, with the ways forward."""
     demo = demo_untouched
     options = demo_options(demo["root"], demo["root"] / "models" / "tiny-ltxv")
-    options.overrides = {"lora.rank": 4, "optimization.steps": 2, "validation.interval": None}
-    options.run_name = "rank4"
-    assert run_pipeline(options) == EXIT_OK
-    paths = project_paths(options)
-    assert load_config(paths.config_file).lora.rank == 4 and paths.comfy_file.is_file()
-    assert load_config(demo["paths"].config_file).lora.rank == 8  # the demo's own run is untouched
-
-    options.overrides["lora.rank"] = 2  # the same name for other settings: refused, never mixed
+    options.overrides = {"lora.rank": 4}
+    options.run_name = demo["paths"].run_dir.name
     assert run_pipeline(options) == EXIT_USAGE
-    assert load_config(paths.config_file).lora.rank == 4
+    events = events_of(capfd.readouterr().out)
+    assert [event["event"] for event in events] == ["error", "pipeline_end"]  # refused before it started
+    end = events[-1]
+    assert (end["status"], end["run_name"], end["lora"]) == ("refused", options.run_name, str(demo["paths"].lora_file))
+    assert "holds a run of other settings or data (changed: lora.rank)" in end["message"]
+    assert "Leave out --run-name to start a new run folder" in end["message"]
 
 
 def test_another_resolution_leaves_the_first_runs_data_and_its_resume_trains_on_it(demo_untouched):
