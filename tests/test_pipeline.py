@@ -112,6 +112,15 @@ def test_cli_refuses_a_shell_trigger_word_before_touching_any_folder(tmp_path):
     assert "'x;rm -rf' is refused" in end["message"]
 
 
+def test_a_bad_command_line_value_is_refused_with_the_allowed_values_as_the_last_json_line():
+    result = subprocess.run([sys.executable, "scripts/run_pipeline.py", "cat", "--on-short", "cut"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert result.returncode == EXIT_USAGE
+    end = events_of(result.stdout)[-1]
+    assert (end["event"], end["status"]) == ("pipeline_end", "refused")
+    assert "--on-short: invalid choice: 'cut' (choose from 'shrink', 'skip')" in end["message"]
+
+
 def test_resume_names_the_run_it_continues_and_refuses_a_missing_one(tmp_path, capfd):
     options = make_project(tmp_path, "res")
     options.resume = True

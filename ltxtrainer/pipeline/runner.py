@@ -9,6 +9,7 @@ from ltxtrainer.config import ConfigError, TrainerConfig, config_to_yaml, load_c
 from ltxtrainer.dataset_key import MANIFEST, data_key, manifest_digest
 from ltxtrainer.pipeline.pipeline_status import DatasetRecords, RunStatus, now
 from ltxtrainer.pipeline.project import (
+    CONFIG_FILE,
     ProjectPaths,
     bucket_name,
     new_run_name,
@@ -104,6 +105,8 @@ def choose_run(options: PipelineOptions, paths: ProjectPaths, requested: tuple[s
     """
     key = _data_key_or_none(options, paths, model)
     config = build_training_config(options, paths, paths.data_folder(key) if key else paths.precomputed_dir)
+    if not any(stage in requested for stage in RESUME_STAGES):
+        return paths  # nothing trains or exports: no run folder is used
     if options.run_name:
         if key and paths.config_file.is_file() and not _dataset_work_pending(options, paths, requested, records):
             _check_same_run(paths, config)
@@ -112,7 +115,7 @@ def choose_run(options: PipelineOptions, paths: ProjectPaths, requested: tuple[s
         return project_paths(options, new_run_name(options))
     for run_dir in project_runs(options):
         try:
-            saved = load_config(run_dir / "training_config.yaml")
+            saved = load_config(run_dir / CONFIG_FILE)
         except ConfigError:
             continue  # not a run this request could have made
         if not changed_fields(saved, config, ignore=("output_dir",)):
