@@ -34,7 +34,7 @@ from ltxtrainer.pipeline import (
     project_runs,
     run_pipeline,
 )
-from ltxtrainer.pipeline.runner import resume_config
+from ltxtrainer.pipeline.run_choice import resume_config
 from ltxtrainer.preprocess import preprocess_dataset
 from ltxtrainer.stopfile import STOP_FILE_ENV
 from ltxtrainer.synthetic import make_clip
