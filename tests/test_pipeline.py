@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ltxtrainer.config import load_config, save_config
+from ltxtrainer.dataset_key import manifest_digest
 from ltxtrainer.pipeline import (
     EXIT_FAILED,
     EXIT_OK,
@@ -378,6 +379,15 @@ def test_resume_reads_old_layout_data_and_refuses_when_the_data_is_gone(tmp_path
     with pytest.raises(PipelineError, match="only optimization.steps, validation.. and checkpoints.. may change"):
         resume_config(options, paths)
     options.overrides = {}
-    shutil.rmtree(scenes / ".precomputed")
+    data = scenes / ".precomputed"
+    paths.status_file.write_text(json.dumps({"project": "old", "data_manifest_sha256": manifest_digest(data)}),
+                                 encoding="utf-8")
+    assert resume_config(options, paths).optimization.steps == config.optimization.steps
+    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    manifest["samples"]["a.mp4"]["conditions"]["caption_sha256"] = "0" * 16  # re-made from another caption
+    (data / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(PipelineError, match="has changed since"):
+        resume_config(options, paths)
+    shutil.rmtree(data)
     with pytest.raises(PipelineError, match="the data it trained on .* is gone"):
         resume_config(options, paths)
