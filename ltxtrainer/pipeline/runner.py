@@ -173,8 +173,9 @@ class _PipelineRun:
         except OSError as error:
             report = check_model_folder(self.model)
             return report.message() if not report.ok else f"Cannot read the clips or the model files: {error}"
-        data_dir = self.paths.data_folder(self.data_key)
-        self.status.set_data(self.data_key, data_dir, manifest_digest(data_dir))
+        if not self.trains:  # a run's status names only the data its training uses (set when it starts)
+            data_dir = self.paths.data_folder(self.data_key)
+            self.status.set_data(self.data_key, data_dir, manifest_digest(data_dir))
         return None
 
     def _train_plan(self) -> Plan | None:
