@@ -18,6 +18,7 @@ from ltxtrainer.pipeline.request import (
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
+    REPO_ROOT,
     STAGE_SCRIPTS,
     PipelineError,
     PipelineOptions,
@@ -229,9 +230,11 @@ class _PipelineRun:
             checkpoint = latest_checkpoint(self.paths.run_dir)
             kept = (f"The latest checkpoint is {checkpoint}." if checkpoint
                     else "No checkpoint was saved yet, so continuing starts at step 0.")
+            outputs = Path(self.options.outputs_dir)
+            elsewhere = "" if outputs.resolve() == (REPO_ROOT / "outputs").resolve() else f' --outputs-dir "{outputs}"'
             return (f"Stopped by the user {when} the {stage} stage. {kept} To continue this run: run_pipeline.py "
-                    f"{self.options.project} --run-name {self.paths.run_name} --resume (the Runs tab's Resume "
-                    "does the same), or run the same request again.")
+                    f"{self.options.project} --run-name {self.paths.run_name} --resume{elsewhere} (the Runs tab's "
+                    "Resume does the same), or run the same request again.")
         return (f"Stopped by the user {when} the {stage} stage; the work of the finished stages is kept. "
                 "Run the same request again to continue from there.")
 
