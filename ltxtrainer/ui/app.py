@@ -35,6 +35,7 @@ class UI:
     language: str
     lang: gr.State | None = None
     _labels: list[tuple[gr.components.Component | gr.blocks.BlockContext, dict[str, Spec]]] = field(default_factory=list)
+    _restorers: list[tuple[gr.components.Component, Callable[[dict, str], dict]]] = field(default_factory=list)
 
     def tr(self, component, **props: Spec):
         """Register a component's translatable properties (label=, info=, value=, choices=)."""
@@ -54,6 +55,30 @@ class UI:
 
     def settings(self) -> dict:
         return load_settings(self.paths.settings_file)
+
+    def remembered(self, component, key: str, restore: Callable[[dict, str], dict] | None = None, save: bool = True):
+        """A form field whose value is saved in settings.json on every change and restored on load.
+
+        `restore(settings, lang)` gives the properties to set on load (default: the saved value,
+        when there is one); a page reload then shows the user's choices, not the server's start.
+        With `save=False` the field only follows the saved value (a second view of one setting).
+        """
+        if save:
+            component.change(lambda value: self.remember(**{key: value}), inputs=component, api_visibility="private",
+                             show_progress="hidden")
+        self._restorers.append((component, restore or (lambda saved, _lang: {"value": saved[key]} if key in saved else {})))
+        return component
+
+    def load_updates(self, lang: str) -> tuple[list, list]:
+        """(components, updates) for a page load: labels in `lang` merged with the remembered values."""
+        props: dict[int, tuple[Any, dict]] = {}
+        for component, specs in self._labels:
+            props.setdefault(id(component), (component, {}))[1].update(
+                {prop: self.text(spec, lang) for prop, spec in specs.items()})
+        saved = self.settings()
+        for component, restore in self._restorers:
+            props.setdefault(id(component), (component, {}))[1].update(restore(saved, lang))
+        return [component for component, _ in props.values()], [gr.update(**values) for _, values in props.values()]
 
     def remember(self, **values) -> None:
         remember(self.paths.settings_file, **values)
@@ -88,12 +113,14 @@ def build_app(paths: AppPaths, runner: JobRunner, language: str) -> gr.Blocks:
 
         switch.change(switch_language, inputs=switch, outputs=[ui.lang, *ui.labelled], api_name="set_language")
 
-        def on_load():
-            """A (re)opened page gets the remembered language and the GPU/model header."""
-            lang = ui.settings().get("language", language)
-            return [lang, gr.update(value=lang), tab_environment.header_text(ui, lang), *ui.label_updates(lang)]
+        loaded, _ = ui.load_updates(language)
 
-        demo.load(on_load, outputs=[ui.lang, switch, header, *ui.labelled], api_name=False)
+        def on_load():
+            """A (re)opened page gets the remembered language and form values, and the GPU/model header."""
+            lang = ui.settings().get("language", language)
+            return [lang, gr.update(value=lang), tab_environment.header_text(ui, lang), *ui.load_updates(lang)[1]]
+
+        demo.load(on_load, outputs=[ui.lang, switch, header, *loaded], api_visibility="private")
     return demo
 
 

@@ -16,6 +16,7 @@ REMEMBERED = (
     "project",
     "resolution",
     "frames",
+    "on_short",
     "steps",
     "captioner",
     "api_base_url",
