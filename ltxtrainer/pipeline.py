@@ -681,6 +681,7 @@ class _Status:
 
     def __init__(self, options: PipelineOptions, paths: ProjectPaths, requested: tuple[str, ...]):
         self.path = paths.status_file
+        self.paths = paths
         self.previous = self._load()
         previous_stages = self.previous.get("stages", {})
         self.data: dict[str, Any] = {
@@ -750,13 +751,13 @@ def run_pipeline(options: PipelineOptions) -> int:
         paths = project_paths(options)
         config = build_training_config(options, paths)  # bad overrides fail now, not after captioning
     except (PipelineError, ConfigError) as error:
-        say(str(error))
-        emit("error", stage="pipeline", message=str(error))
-        return EXIT_USAGE
+        return refuse(str(error))
     redact = _Redactor(options.api_key or os.environ.get(options.api_key_env))
     env = _child_environment(options)
     status = _Status(options, paths, requested)
     say(f"Pipeline for {options.project!r}: {', '.join(requested)}; run folder {paths.run_dir}")
+    emit("pipeline_start", project=options.project, run_name=paths.run_dir.name, run_dir=str(paths.run_dir),
+         status_file=str(paths.status_file), stages=list(requested), resume=False)
 
     with _StopForwarder() as stop:
         for stage in requested:
@@ -804,13 +805,36 @@ def run_pipeline(options: PipelineOptions) -> int:
                 say(f"  {key:15} {value}")
     say(f"Pipeline finished; status in {paths.status_file}")
     emit("summary", stage="pipeline", status="done", status_file=str(paths.status_file), run_dir=str(paths.run_dir))
+    _end("finished", paths, None, "")
     return EXIT_OK
+
+
+def _end(state: str, paths: ProjectPaths | None, stage: str | None, message: str) -> None:
+    """The last JSON line of every pipeline process: how it ended and where its results are."""
+    from ltxtrainer.training.checkpoints import latest_checkpoint
+
+    run_dir = paths.run_dir if paths else None
+    checkpoint = latest_checkpoint(run_dir) if run_dir and run_dir.is_dir() else None
+    emit("pipeline_end", status=state, run_name=run_dir.name if run_dir else None,
+         run_dir=str(run_dir) if run_dir else None,
+         lora=str(paths.lora_file) if paths and paths.lora_file.is_file() else None,
+         comfyui_lora=str(paths.comfy_file) if paths and paths.comfy_file.is_file() else None,
+         checkpoint=str(checkpoint) if checkpoint else None, stage=stage, message=message)
+
+
+def refuse(message: str) -> int:
+    """A request refused before any stage starts: its reason on stderr and as the pipeline's end."""
+    say(message)
+    emit("error", stage="pipeline", message=message)
+    _end("refused", None, None, message)
+    return EXIT_USAGE
 
 
 def _fail(status: _Status, stage: str, message: str, code: int) -> int:
     status.finish("failed" if code != EXIT_STOPPED else "stopped", {"stage": stage, "message": message})
     say(f"Pipeline stopped at stage '{stage}': {message}")
     emit("error", stage=stage, message=message, status_file=str(status.path))
+    _end("stopped" if code == EXIT_STOPPED else "failed", status.paths, stage, message)
     return code
 
 

@@ -29,7 +29,6 @@ import argparse  # noqa: E402
 from ltxtrainer.captioning.backends import DEFAULT_API_KEY_ENV  # noqa: E402
 from ltxtrainer.pipeline import (  # noqa: E402
     CAPTIONERS,
-    EXIT_USAGE,
     REPO_ROOT,
     TEMPLATES,
     PipelineError,
@@ -37,9 +36,9 @@ from ltxtrainer.pipeline import (  # noqa: E402
     options_from_overrides,
     parse_resolution,
     parse_steps,
+    refuse,
     run_pipeline,
 )
-from ltxtrainer.progress import say  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             max_scene_len=args.max_scene_len,
         )
     except PipelineError as error:
-        say(str(error))
-        return EXIT_USAGE
+        return refuse(str(error))
     return run_pipeline(options)
 
 
