@@ -90,6 +90,7 @@ def start_pipeline(
     api_key: str | None = None,
     run_name: str | None = None,
     on_short: str = "shrink",
+    train_steps: int | None = None,
     tab: str = "pipeline",
 ) -> Job:
     """Queue scripts/run_pipeline.py for a project; raises ValueError with the reason to show.
@@ -114,6 +115,8 @@ def start_pipeline(
         "--config-template", template, "--captioner", captioner, "--on-short", on_short,
         "--train-date-dir", str(paths.train_date), "--work-dir", str(paths.datasets), "--outputs-dir", str(paths.outputs),
     ]
+    if train_steps:  # 0 or empty: the template's own number of steps
+        argv += ["--set", f"optimization.steps={int(train_steps)}"]
     meta = {"project": project, "tab": tab}
     run_name = (run_name or "").strip()
     if run_name:

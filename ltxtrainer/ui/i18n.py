@@ -192,6 +192,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pipe.frames_any": ("每段帧数（8 的倍数 + 1）；✓ 表示所有片段都够长", "Frames per clip (8k+1); ✓: every clip is long enough"),
     "frames.fits": ("{count} ✓", "{count} ✓"),
     "frames.partial": ("{count}（{fit}/{total} 个片段够长）", "{count} ({fit}/{total} clips long enough)"),
+    "pipe.train_steps": ("训练步数（0：使用模板的步数）", "Training steps (0: the template's)"),
     "pipe.on_short": ("较短的片段", "Short clips"),
     "on_short.shrink": ("缩短帧数使用（推荐）", "shrink to fit (recommended)"),
     "on_short.skip": ("跳过", "skip"),

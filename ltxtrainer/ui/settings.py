@@ -17,6 +17,7 @@ REMEMBERED = (
     "resolution",
     "frames",
     "on_short",
+    "train_steps",
     "steps",
     "captioner",
     "api_base_url",

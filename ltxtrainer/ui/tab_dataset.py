@@ -64,7 +64,7 @@ def build(ui) -> None:
                             info="common.api_key_info")
             recaption = ui.tr(gr.Button(t("ds.recaption", lang)), value="ds.recaption")
             message = gr.Markdown()
-            banner = gr.HTML()
+            banner = gr.HTML(elem_id="dataset-banner")
     job_id = gr.State(None)
 
     def show_project(name, lang):

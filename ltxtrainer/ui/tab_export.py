@@ -34,8 +34,8 @@ def build(ui) -> None:
     typed = ui.tr(gr.Textbox(label=t("exp.path", lang), placeholder="APT_768x512x49/lora_weights.safetensors"),
                   label="exp.path")
     convert = ui.tr(gr.Button(t("exp.convert", lang), variant="primary"), value="exp.convert")
-    message = gr.HTML()
-    banner = gr.HTML()
+    message = gr.HTML(elem_id="export-message")
+    banner = gr.HTML(elem_id="export-banner")
     job_id = gr.State(None)
 
     def convert_lora(chosen, typed_path, lang):

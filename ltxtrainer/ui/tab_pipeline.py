@@ -195,7 +195,7 @@ def build(ui) -> None:
             new_files = ui.tr(gr.File(file_count="multiple", label=t("project.files", lang), scale=2),
                               label="project.files")
         create = ui.tr(gr.Button(t("project.create", lang)), value="project.create")
-        created = gr.HTML()
+        created = gr.HTML(elem_id="project-created")
     with gr.Row():
         project = ui.remembered(
             ui.tr(gr.Dropdown(project_choices(ui, lang), value=preselected_project(ui, saved),
@@ -229,6 +229,9 @@ def build(ui) -> None:
                              label=t("pipe.steps", lang), scale=2),
             choices=step_choices, label="pipe.steps",
         ), "steps")
+        train_steps = ui.remembered(ui.tr(
+            gr.Number(saved.get("train_steps", 0), label=t("pipe.train_steps", lang), precision=0, minimum=0, scale=1),
+            label="pipe.train_steps"), "train_steps")
         run_name = ui.tr(gr.Textbox(label=t("pipe.run_name", lang), info=t("pipe.run_name_info", lang), scale=1),
                          label="pipe.run_name", info="pipe.run_name_info")
     with gr.Row():
@@ -247,12 +250,12 @@ def build(ui) -> None:
     with gr.Row():
         start = ui.tr(gr.Button(t("pipe.start", lang), variant="primary"), value="pipe.start")
         stop = ui.tr(gr.Button(t("pipe.stop", lang), variant="stop"), value="pipe.stop")
-    message = gr.HTML()
-    banner = gr.HTML()
-    progress = gr.HTML()
+    message = gr.HTML(elem_id="pipeline-message")
+    banner = gr.HTML(elem_id="pipeline-banner")
+    progress = gr.HTML(elem_id="pipeline-progress")
     with gr.Row():
         with gr.Column(scale=3):
-            log = gr.HTML()
+            log = gr.HTML(elem_id="pipeline-log")
         with gr.Column(scale=1, min_width=260):
             queue = gr.Markdown(t("queue.empty", lang))
             queued = ui.tr(gr.Dropdown([], label=t("queue.pick", lang)), label="queue.pick")
@@ -261,7 +264,7 @@ def build(ui) -> None:
         with gr.Column():
             loss = loss_plot(ui, lang)
         with gr.Column():
-            videos = gr.HTML()
+            videos = gr.HTML(elem_id="pipeline-videos")
     job_id = gr.State(None)
     shown = gr.State({})
 
@@ -285,8 +288,8 @@ def build(ui) -> None:
     def estimate(template, resolution, frames, lang):
         return memory_text(ui, template, resolution, frames, lang)
 
-    def start_job(project, resolution, frames, on_short, steps, run_name, template, captioner, api_base_url, api_model,
-                  api_key, lang):
+    def start_job(project, resolution, frames, on_short, steps, train_steps, run_name, template, captioner, api_base_url,
+                  api_model, api_key, lang):
         title = t("pipe.start", lang)
         if not project:
             return refusal_html(title, t("msg.no_project", lang), lang), gr.skip()
@@ -296,7 +299,7 @@ def build(ui) -> None:
             job = actions.start_pipeline(
                 ui.runner, ui.paths, project=project, resolution=resolution, frames=int(frames), steps=list(steps),
                 template=template, captioner=captioner, api_base_url=api_base_url, api_model=api_model,
-                api_key=api_key, run_name=run_name, on_short=on_short, tab=TAB,
+                api_key=api_key, run_name=run_name, on_short=on_short, train_steps=train_steps, tab=TAB,
             )
         except DuplicateJobError as error:
             return refusal_html(title, t("msg.duplicate", lang, title=error.existing.title), lang), gr.skip()
@@ -304,7 +307,7 @@ def build(ui) -> None:
             return refusal_html(title, error, lang), gr.skip()
         return "", job.id
 
-    form = [project, resolution, frames, on_short, steps, run_name, template, captioner, api_base_url, api_model,
+    form = [project, resolution, frames, on_short, steps, train_steps, run_name, template, captioner, api_base_url, api_model,
             api_key, ui.lang]
     refresh.click(refresh_projects, inputs=ui.lang, outputs=project, api_name="list_projects")
     create.click(create_new_project, inputs=[new_name, new_files, ui.lang], outputs=[created, project],

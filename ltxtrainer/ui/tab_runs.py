@@ -70,14 +70,14 @@ def build(ui) -> None:
     table = ui.tr(gr.Dataframe(runs_table(ui, lang), label=t("runs.table", lang), interactive=False, wrap=False),
                   label="runs.table")
     resume = ui.tr(gr.Button(t("runs.resume", lang), variant="primary"), value="runs.resume")
-    message = gr.HTML()
-    banner = gr.HTML()
-    progress = gr.HTML()
+    message = gr.HTML(elem_id="runs-message")
+    banner = gr.HTML(elem_id="runs-banner")
+    progress = gr.HTML(elem_id="runs-progress")
     with gr.Row():
         with gr.Column():
             loss = loss_plot(ui, lang)
         with gr.Column():
-            videos = gr.HTML()
+            videos = gr.HTML(elem_id="runs-videos")
     job_id = gr.State(None)
     shown = gr.State({})
 
