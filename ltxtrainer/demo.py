@@ -7,8 +7,8 @@ models load through exactly the code that loads LTX-Video 13B. Everything lands 
 folder:
 
     DIR/train_date/APT/           the synthetic source videos
-    DIR/datasets/APT/scenes/      scene clips, captions, .precomputed/
-    DIR/outputs/APT_64x64x9/      the run (config, status, metrics, checkpoints, samples, LoRAs)
+    DIR/datasets/APT/scenes/      scene clips, captions, .precomputed/<data key>/
+    DIR/outputs/APT_64x64x9_<date-time>/  the run (config, status, metrics, checkpoints, samples, LoRAs)
     DIR/models/tiny-ltxv/         the tiny models (built once)
 """
 
@@ -17,7 +17,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ltxtrainer.pipeline import EXIT_OK, PipelineOptions, project_paths, run_pipeline
+from ltxtrainer.pipeline import (
+    EXIT_OK,
+    PipelineOptions,
+    ProjectPaths,
+    project_paths,
+    project_runs,
+    run_pipeline,
+)
 from ltxtrainer.progress import say
 
 DEMO_TRIGGER = "APT"  # the tiny tokenizer knows this word, and tiny_demo.yaml's prompt starts with it
@@ -78,19 +85,24 @@ def run_demo(output_dir: str | Path, model_path: str | Path | None = None) -> in
     make_demo_sources(options.train_date_dir / DEMO_TRIGGER)
     code = run_pipeline(options)
     if code == EXIT_OK:
-        print_results(project_paths(options))
+        print_results(demo_run_paths(options))
     return code
 
 
-def print_results(paths) -> None:
+def demo_run_paths(options: PipelineOptions) -> ProjectPaths:
+    """The folders of the demo's newest run (the one a finished `run_demo` trained or found done)."""
+    return project_paths(options, project_runs(options)[0].name)
+
+
+def print_results(paths: ProjectPaths) -> None:
     """Tell the user where each result is (stderr, like every human line)."""
-    stages = json.loads(paths.status_file.read_text(encoding="utf-8"))["stages"]
-    train = stages["train"]["artefacts"]
+    status = json.loads(paths.status_file.read_text(encoding="utf-8"))
+    train = status["stages"]["train"]["artefacts"]
     rows = [
         ("source videos", paths.raw_dir),
         ("scene clips", paths.scenes_dir),
         ("captions", paths.scenes_dir / "captions.json"),
-        ("latents + embeddings", paths.precomputed_dir),
+        ("latents + embeddings", status["precomputed_dir"]),
         ("training config", paths.config_file),
         ("loss log", paths.run_dir / "metrics.jsonl"),
         ("latest checkpoint", train.get("checkpoint")),

@@ -2,13 +2,13 @@
 
 Training reads these files instead of running the VAE and T5-XXL at every step. The layout is
 the reference LTX-Video-Trainer's (FIELD_NOTES §2), so `data.PrecomputedDataset` reads data
-made here or there alike:
+made here or there alike. OUT is `<dataset>/.precomputed` by default (the reference layout) and
+`<dataset>/.precomputed/<data key>` when the pipeline runs this stage (`ltxtrainer.dataset_key`:
+one folder per resolution, text length and caption set, so no run's data changes under it):
 
-    <dataset>/.precomputed/latents/<media path, suffix -> .pt>     {"latents" [T, C], "num_frames",
-                                                                    "height", "width", "fps"}
-    <dataset>/.precomputed/conditions/<media path, suffix -> .pt>  {"prompt_embeds" [L, D],
-                                                                    "prompt_attention_mask" bool [L]}
-    <dataset>/.precomputed/manifest.json                           what each file was made from
+    OUT/latents/<media path, suffix -> .pt>     {"latents" [T, C], "num_frames", "height", "width", "fps"}
+    OUT/conditions/<media path, suffix -> .pt>  {"prompt_embeds" [L, D], "prompt_attention_mask" bool [L]}
+    OUT/manifest.json                           what each file was made from
 
 The manifest makes the stage idempotent: a sample is recomputed only when what its file depends
 on changed: latents on the clip file, its bucket and the VAE; text embeddings on the caption,
@@ -32,7 +32,16 @@ import torch
 
 from ltxtrainer.atomic import write_atomic, write_text_atomic
 from ltxtrainer.buckets import Bucket, assign_bucket, parse_buckets, shrink_frames
-from ltxtrainer.media import VIDEO_EXTENSIONS, MediaError, load_clip, probe_video, write_video
+from ltxtrainer.dataset_key import (
+    DEFAULT_TEXT_LENGTH,
+    IMAGE_EXTENSIONS,
+    MANIFEST,
+    MEDIA_EXTENSIONS,
+    PRECOMPUTED,
+    find_media,
+    model_fingerprints,
+)
+from ltxtrainer.media import MediaError, load_clip, probe_video, write_video
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.models.ltx_video import (
     denormalize_latents,
@@ -47,13 +56,8 @@ from ltxtrainer.models.ltx_video import (
 )
 from ltxtrainer.progress import emit, say, track
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
-PRECOMPUTED = ".precomputed"
 MANIFEST_VERSION = 1
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# Enough of each weight file to tell two checkpoints apart without reading 10 GB of T5.
-_FINGERPRINT_BYTES = 1 << 20
 
 
 class PreprocessError(ValueError):
@@ -68,6 +72,7 @@ class PreprocessReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)  # precomputed files of media no longer in the dataset
+    shrunk: dict[str, str] = field(default_factory=dict)  # clips shorter than their bucket: "48 -> 41 frames"
 
 
 @dataclass
@@ -81,11 +86,10 @@ class _Sample:
     needs_conditions: bool = False
 
 
-def precomputed_paths(dataset_dir: Path, relative: str) -> tuple[Path, Path]:
-    """(latents file, conditions file) of the media file at `relative` inside the dataset."""
+def precomputed_paths(output_dir: Path, relative: str) -> tuple[Path, Path]:
+    """(latents file, conditions file) in the data folder `output_dir` of the media file at `relative`."""
     name = Path(relative).with_suffix(".pt")
-    root = dataset_dir / PRECOMPUTED
-    return root / "latents" / name, root / "conditions" / name
+    return Path(output_dir) / "latents" / name, Path(output_dir) / "conditions" / name
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -112,18 +116,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 # --- finding samples and their captions -----------------------------------------------------------
-
-
-def _find_media(dataset_dir: Path) -> list[Path]:
-    """Media files under the dataset, skipping hidden folders and our own `.precomputed`."""
-    found = []
-    for path in dataset_dir.rglob("*"):
-        parts = path.relative_to(dataset_dir).parts
-        if any(part.startswith(".") for part in parts):
-            continue
-        if path.suffix.lower() in MEDIA_EXTENSIONS and path.is_file():
-            found.append(path)
-    return found
 
 
 def _read_captions_json(dataset_dir: Path) -> dict[str, str]:
@@ -163,26 +155,6 @@ def _clip_fingerprint(path: Path) -> dict:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def model_fingerprints(model_dir: Path) -> dict[str, str]:
-    """Short hashes of the VAE and of the text encoder + tokenizer: configs, weight sizes, weight heads/tails."""
-
-    def digest(*folders: str) -> str:
-        hasher = hashlib.sha256()
-        for name in folders:
-            for file in sorted((model_dir / name).iterdir()):
-                if not file.is_file():
-                    continue
-                hasher.update(f"{name}/{file.name}:{file.stat().st_size}".encode())
-                with open(file, "rb") as handle:
-                    hasher.update(handle.read(_FINGERPRINT_BYTES))
-                    if file.stat().st_size > 2 * _FINGERPRINT_BYTES:
-                        handle.seek(-_FINGERPRINT_BYTES, os.SEEK_END)
-                        hasher.update(handle.read())
-        return hasher.hexdigest()[:16]
-
-    return {"vae": digest("vae"), "text_encoder": digest("text_encoder", "tokenizer")}
-
-
 def _caption_hash(caption: str) -> str:
     return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:16]
 
@@ -190,12 +162,12 @@ def _caption_hash(caption: str) -> str:
 # --- the manifest ----------------------------------------------------------------------------------
 
 
-def _manifest_path(dataset_dir: Path) -> Path:
-    return dataset_dir / PRECOMPUTED / "manifest.json"
+def _manifest_path(output_dir: Path) -> Path:
+    return output_dir / MANIFEST
 
 
-def _load_manifest(dataset_dir: Path) -> dict:
-    path = _manifest_path(dataset_dir)
+def _load_manifest(output_dir: Path) -> dict:
+    path = _manifest_path(output_dir)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -206,8 +178,8 @@ def _load_manifest(dataset_dir: Path) -> dict:
     return manifest
 
 
-def _save_manifest(dataset_dir: Path, manifest: dict) -> None:
-    write_text_atomic(_manifest_path(dataset_dir), json.dumps(manifest, indent=1, ensure_ascii=False))
+def _save_manifest(output_dir: Path, manifest: dict) -> None:
+    write_text_atomic(_manifest_path(output_dir), json.dumps(manifest, indent=1, ensure_ascii=False))
 
 
 def _latents_record(sample: _Sample, model: dict) -> dict:
@@ -230,7 +202,7 @@ def _same(old: dict | None, new: dict) -> bool:
     return {k: v for k, v in old.items() if k != "model_path"} == {k: v for k, v in new.items() if k != "model_path"}
 
 
-def _remove_sample_files(dataset_dir: Path, relative: str, manifest: dict) -> bool:
+def _remove_sample_files(output_dir: Path, relative: str, manifest: dict) -> bool:
     """Delete the files this stage wrote for a sample (those in the manifest); True if there were any.
 
     Files the manifest does not list (data preprocessed by the reference trainer, or a name
@@ -238,7 +210,7 @@ def _remove_sample_files(dataset_dir: Path, relative: str, manifest: dict) -> bo
     """
     if manifest["samples"].pop(relative, None) is None:
         return False
-    for path in precomputed_paths(dataset_dir, relative):
+    for path in precomputed_paths(output_dir, relative):
         path.unlink(missing_ok=True)
     return True
 
@@ -251,7 +223,7 @@ def _plan(
 ) -> list[_Sample]:
     """Every captioned, readable media file with its bucket; the rest go to `report.failed`."""
     captions = _read_captions_json(dataset_dir)
-    paths = {path.relative_to(dataset_dir).as_posix(): path for path in _find_media(dataset_dir)}
+    paths = {path.relative_to(dataset_dir).as_posix(): path for path in find_media(dataset_dir)}
     for relative in captions:
         paths.setdefault(relative, dataset_dir / relative)
     samples, taken = [], {}
@@ -280,9 +252,10 @@ def _plan(
             if on_short == "skip":
                 report.failed[relative] = (
                     f"has {num_frames} frames, fewer than its bucket {bucket} needs "
-                    "(use --on-short shrink to train it with fewer frames, or add a shorter bucket)"
+                    "(use --on-short shrink to train it with fewer frames, or a bucket of at most that many frames)"
                 )
                 continue
+            report.shrunk[relative] = f"{num_frames} frames, trained as {shrink_frames(num_frames)} instead of {bucket.num_frames}"
             bucket = bucket._replace(num_frames=shrink_frames(num_frames))
         samples.append(_Sample(relative, path, caption, bucket, _clip_fingerprint(path)))
     return samples
@@ -297,7 +270,7 @@ def _save_tensors(path: Path, tensors: dict) -> None:
 
 def _encode_captions(
     samples: list[_Sample], model_dir: Path, device: torch.device, dtype: torch.dtype, max_sequence_length: int,
-    dataset_dir: Path, manifest: dict, model: dict,
+    output_dir: Path, manifest: dict, model: dict,
 ) -> None:
     # T5 overflows to inf/NaN in fp16 (its activations exceed 65504); bf16 has fp32's range.
     text_dtype = torch.bfloat16 if dtype == torch.float16 else dtype
@@ -306,14 +279,14 @@ def _encode_captions(
     text_encoder = load_text_encoder(model_dir, dtype=text_dtype, device=device)
     for sample in track(samples, stage="preprocess:text", unit="caption"):
         embeds, mask = encode_prompts(tokenizer, text_encoder, [sample.caption], max_sequence_length)
-        _, conditions_path = precomputed_paths(dataset_dir, sample.relative)
+        _, conditions_path = precomputed_paths(output_dir, sample.relative)
         _save_tensors(
             conditions_path,
             {"prompt_embeds": embeds[0].float().cpu(), "prompt_attention_mask": mask[0].bool().cpu()},
         )
         entry = manifest["samples"].setdefault(sample.relative, {})
         entry["conditions"] = _conditions_record(sample, model, max_sequence_length)
-        _save_manifest(dataset_dir, manifest)
+        _save_manifest(output_dir, manifest)
     # Free T5-XXL (~9.5 GB in bf16) before the VAE works, so a 24 GB card holds only one of them.
     del text_encoder, tokenizer
     _free_memory(device)
@@ -354,7 +327,7 @@ def decode_latents(vae, record: dict) -> np.ndarray:
 
 
 def _encode_clips(
-    samples: list[_Sample], vae, on_short: str, dataset_dir: Path, manifest: dict, model: dict,
+    samples: list[_Sample], vae, on_short: str, output_dir: Path, manifest: dict, model: dict,
     report: PreprocessReport,
 ) -> None:
     for sample in track(samples, stage="preprocess:latents", unit="clip"):
@@ -365,7 +338,7 @@ def _encode_clips(
             report.failed[sample.relative] = str(error)
             continue
         latent_frames, latent_height, latent_width = latent_size(bucket.width, bucket.height, frames.shape[0])
-        latents_path, _ = precomputed_paths(dataset_dir, sample.relative)
+        latents_path, _ = precomputed_paths(output_dir, sample.relative)
         _save_tensors(
             latents_path,
             {
@@ -379,16 +352,16 @@ def _encode_clips(
         )
         entry = manifest["samples"].setdefault(sample.relative, {})
         entry["latents"] = _latents_record(sample, model)
-        _save_manifest(dataset_dir, manifest)
+        _save_manifest(output_dir, manifest)
 
 
 def _decode_check(
-    samples: list[_Sample], count: int, vae, dataset_dir: Path, recomputed: set[str]
+    samples: list[_Sample], count: int, vae, output_dir: Path, recomputed: set[str]
 ) -> list[Path]:
     written = []
     for sample in samples[:count]:
-        latents_path, _ = precomputed_paths(dataset_dir, sample.relative)
-        target = dataset_dir / PRECOMPUTED / "decoded" / Path(sample.relative).with_suffix(".mp4")
+        latents_path, _ = precomputed_paths(output_dir, sample.relative)
+        target = output_dir / "decoded" / Path(sample.relative).with_suffix(".mp4")
         if target.is_file() and sample.relative not in recomputed:
             continue
         record = torch.load(latents_path, map_location="cpu", weights_only=True)
@@ -401,21 +374,24 @@ def preprocess_dataset(
     dataset_dir: str | os.PathLike,
     resolution_buckets: str | list[Bucket],
     model_path: str | os.PathLike,
-    max_sequence_length: int = 128,
+    max_sequence_length: int = DEFAULT_TEXT_LENGTH,
     vae_tiling: bool = False,
     decode_check: int = 0,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     overwrite: bool = False,
     on_short: str = "skip",
+    output_dir: str | os.PathLike | None = None,
 ) -> PreprocessReport:
     """Write latents and text embeddings for every captioned clip or image under `dataset_dir`.
 
-    Only samples whose inputs changed since the last run are computed (all with `overwrite`).
-    The VAE and the text encoder are loaded only when there is work for them, one after the
-    other. `decode_check=N` decodes the first N samples' latents to `.precomputed/decoded/` so a
-    person can see that the data is right. Raises PreprocessError, BucketError or
-    ModelFolderError (all with messages for people) when nothing can be done at all.
+    The files go to `output_dir` (default `<dataset>/.precomputed`, the reference layout; the
+    pipeline passes one folder per data key, see `ltxtrainer.dataset_key`). Only samples whose
+    inputs changed since the last run are computed (all with `overwrite`). The VAE and the text
+    encoder are loaded only when there is work for them, one after the other. `decode_check=N`
+    decodes the first N samples' latents to `<output_dir>/decoded/` so a person can see that the
+    data is right. Raises PreprocessError, BucketError or ModelFolderError (all with messages for
+    people) when nothing can be done at all.
     """
     model_dir = require_model_folder(model_path)  # a missing shard stops here, before any work
     dataset_dir = Path(dataset_dir)
@@ -425,13 +401,14 @@ def preprocess_dataset(
         raise PreprocessError(f'on_short must be "skip" or "shrink", got {on_short!r}')
     if max_sequence_length < 1:
         raise PreprocessError(f"max_sequence_length must be at least 1, got {max_sequence_length}")
+    output_dir = Path(output_dir) if output_dir is not None else dataset_dir / PRECOMPUTED
     buckets = parse_buckets(resolution_buckets) if isinstance(resolution_buckets, str) else list(resolution_buckets)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     model = {"path": str(model_dir.resolve()), **model_fingerprints(model_dir)}
 
     report = PreprocessReport()
-    manifest = _load_manifest(dataset_dir)
+    manifest = _load_manifest(output_dir)
     samples = _plan(dataset_dir, buckets, on_short, report)
     if not samples and not report.failed:
         raise PreprocessError(
@@ -441,12 +418,12 @@ def preprocess_dataset(
     # Stale data must not train: drop files of failed samples and of media that is gone.
     present = {sample.relative for sample in samples}
     for relative in sorted(set(manifest["samples"]) - present):
-        if _remove_sample_files(dataset_dir, relative, manifest) and relative not in report.failed:
+        if _remove_sample_files(output_dir, relative, manifest) and relative not in report.failed:
             report.removed.append(relative)
 
     for sample in samples:
         entry = manifest["samples"].get(sample.relative, {})
-        latents_path, conditions_path = precomputed_paths(dataset_dir, sample.relative)
+        latents_path, conditions_path = precomputed_paths(output_dir, sample.relative)
         sample.needs_latents = overwrite or not latents_path.is_file() or not _same(
             entry.get("latents"), _latents_record(sample, model)
         )
@@ -456,16 +433,16 @@ def preprocess_dataset(
     text_work = [sample for sample in samples if sample.needs_conditions]
     latent_work = [sample for sample in samples if sample.needs_latents]
     say(
-        f"Preprocessing {dataset_dir}: {len(samples)} sample(s), {len(text_work)} caption(s) and "
+        f"Preprocessing {dataset_dir} into {output_dir}: {len(samples)} sample(s), {len(text_work)} caption(s) and "
         f"{len(latent_work)} clip(s) to encode, {len(report.failed)} failed"
     )
     if text_work:
-        _encode_captions(text_work, model_dir, device, dtype, max_sequence_length, dataset_dir, manifest, model)
+        _encode_captions(text_work, model_dir, device, dtype, max_sequence_length, output_dir, manifest, model)
 
     recomputed = {sample.relative for sample in text_work + latent_work}
     decode_needed = decode_check > 0 and any(
         sample.relative in recomputed
-        or not (dataset_dir / PRECOMPUTED / "decoded" / Path(sample.relative).with_suffix(".mp4")).is_file()
+        or not (output_dir / "decoded" / Path(sample.relative).with_suffix(".mp4")).is_file()
         for sample in samples[:decode_check]
     )
     if latent_work or decode_needed:
@@ -473,17 +450,17 @@ def preprocess_dataset(
         vae = load_vae(model_dir, dtype=dtype, device=device)
         if vae_tiling:
             vae.enable_tiling()  # encodes large frames tile by tile: less memory, a little slower
-        _encode_clips(latent_work, vae, on_short, dataset_dir, manifest, model, report)
+        _encode_clips(latent_work, vae, on_short, output_dir, manifest, model, report)
         for relative in report.failed:
-            _remove_sample_files(dataset_dir, relative, manifest)
-        _save_manifest(dataset_dir, manifest)
+            _remove_sample_files(output_dir, relative, manifest)
+        _save_manifest(output_dir, manifest)
         good = [sample for sample in samples if sample.relative not in report.failed]
-        for path in _decode_check(good, decode_check, vae, dataset_dir, recomputed):
+        for path in _decode_check(good, decode_check, vae, output_dir, recomputed):
             say(f"Decoded check video: {path}")
         del vae
         _free_memory(device)
     else:
-        _save_manifest(dataset_dir, manifest)
+        _save_manifest(output_dir, manifest)
 
     for sample in samples:
         if sample.relative in report.failed:
@@ -491,9 +468,11 @@ def preprocess_dataset(
         (report.computed if sample.relative in recomputed else report.skipped).append(sample.relative)
     for relative, reason in sorted(report.failed.items()):
         say(f"Skipped {relative}: {reason}")
+    shrunk = {relative: note for relative, note in report.shrunk.items() if relative not in report.failed}
     say(
         f"Preprocessing done: {len(report.computed)} computed, {len(report.skipped)} already up to date, "
         f"{len(report.failed)} failed" + (f", {len(report.removed)} removed" if report.removed else "")
+        + (f"; shorter than their bucket, so trained with fewer frames: {describe(shrunk)}" if shrunk else "")
     )
     emit(
         "summary",
@@ -503,6 +482,14 @@ def preprocess_dataset(
         failed=len(report.failed),
         removed=len(report.removed),
         failures=report.failed,
-        output=str(dataset_dir / PRECOMPUTED),
+        shrunk=shrunk,
+        output=str(output_dir),
     )
     return report
+
+
+def describe(notes: dict[str, str], limit: int = 10) -> str:
+    """'a.mp4 (why); b.mp4 (why)', the first `limit` of them, then how many more."""
+    items = [f"{relative} ({note})" for relative, note in sorted(notes.items())]
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more

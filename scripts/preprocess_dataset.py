@@ -3,8 +3,10 @@
     python scripts/preprocess_dataset.py DATASET --resolution-buckets "768x512x49;512x768x49" \
         --model-path models/LTX-Video-0.9.7-diffusers
 
-Writes DATASET/.precomputed/ (the reference LTX-Video-Trainer layout). Run it again after
-adding clips or editing captions: only what changed is computed.
+Writes DATASET/.precomputed/ (the reference LTX-Video-Trainer layout), or --output-dir. Run it
+again after adding clips or editing captions: only what changed is computed. Captions are
+encoded to 256 T5 tokens by default, as the reference trainer and diffusers' LTXConditionPipeline
+do; the validation prompts must then be encoded at the same length.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ltxtrainer.buckets import Bucket, BucketError, parse_buckets  # noqa: E402
+from ltxtrainer.dataset_key import DEFAULT_TEXT_LENGTH  # noqa: E402
 from ltxtrainer.models.folder import ModelFolderError  # noqa: E402
 
 
@@ -35,7 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='buckets "WxHxF;WxHxF" (W, H multiples of 32, F = 8k+1), e.g. "768x512x49;512x768x49"',
     )
     parser.add_argument("--model-path", required=True, help="LTX-Video diffusers model folder (or a repo id in the local Hugging Face cache)")
-    parser.add_argument("--max-sequence-length", type=int, default=128, help="T5 tokens per caption (default 128)")
+    parser.add_argument("--max-sequence-length", type=int, default=DEFAULT_TEXT_LENGTH,
+                        help=f"T5 tokens per caption (default {DEFAULT_TEXT_LENGTH}, as the reference trainer)")
+    parser.add_argument("--output-dir", type=Path, help="where latents/ and conditions/ go (default DATASET/.precomputed)")
     parser.add_argument("--vae-tiling", action="store_true", help="encode large frames in tiles (less GPU memory)")
     parser.add_argument(
         "--decode-check", type=int, default=0, metavar="N",
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Imported here, not at the top: torch and diffusers take seconds to import, and a typo in
     # an argument should be reported at once.
-    from ltxtrainer.preprocess import PreprocessError, preprocess_dataset
+    from ltxtrainer.preprocess import PreprocessError, describe, preprocess_dataset
 
     try:
         report = preprocess_dataset(
@@ -69,14 +74,15 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             overwrite=args.overwrite,
             on_short=args.on_short,
+            output_dir=args.output_dir,
         )
     except (PreprocessError, BucketError, ModelFolderError, OSError) as error:
         print(f"Preprocessing stopped: {error}", file=sys.stderr)
         return 2
     if not report.computed and not report.skipped:
         print(
-            f"Preprocessing stopped: none of the {len(report.failed)} media file(s) in {args.dataset} could be used "
-            "(reasons above); fix their captions or files and run again.",
+            f"Preprocessing stopped: none of the {len(report.failed)} media file(s) in {args.dataset} could be used: "
+            f"{describe(report.failed)}. Fix their captions or files and run again.",
             file=sys.stderr,
         )
         return 1

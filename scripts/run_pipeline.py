@@ -4,17 +4,27 @@
         --steps split,caption,preprocess,train --config-template 13b --captioner api \
         --api-base-url https://api.moonshot.cn/v1 --api-model moonshot-v1-8k-vision-preview \
         --api-key-env MOONSHOT_API_KEY --set optimization.steps=1500
+    python scripts/run_pipeline.py PROJECT --run-name NAME --resume   # continue run NAME
     python scripts/run_pipeline.py --demo [--output-dir outputs/demo]
 
 PROJECT is the trigger word and the folder name under train_date/. Folders: train_date/PROJECT/
-(your videos) -> datasets/PROJECT/scenes/ (clips, captions.json, .txt, .precomputed/) ->
-outputs/PROJECT_WxHxF/ (training_config.yaml, pipeline_status.json, checkpoints/, samples/,
-lora_weights.safetensors, PROJECT_WxHxF_comfy.safetensors). Asking for train also exports the
-ComfyUI file. Run it again at any time: stages whose inputs did not change are skipped, and an
-interrupted training run continues from its latest checkpoint.
+(your videos) -> datasets/PROJECT/scenes/ (clips, captions.json, .txt, and .precomputed/KEY/, one
+data folder per resolution, text length and caption set) -> outputs/RUN/ (training_config.yaml,
+pipeline_status.json, metrics.jsonl, checkpoints/, samples/, lora_weights.safetensors,
+RUN_comfy.safetensors). Asking for train also exports the ComfyUI file.
 
-Exit status: 0 done; 1 a stage failed (its reason is the last line on stderr and in
-pipeline_status.json); 2 the request was refused; 130 stopped by the user (run again to continue).
+RUN is --run-name, or the run of an identical earlier request, or a new
+PROJECT_WxHxF_YYYYMMDD-HHMMSS. Run the same request again at any time: finished stages are
+skipped, a stopped run continues from its latest checkpoint. Change anything (a caption, the
+resolution, a setting) and a new run folder is trained; earlier runs and their data stay as they
+were. --run-name NAME --resume continues run NAME with its own settings and data.
+
+Clips shorter than --frames are trained with the most 8k+1 frames they have (--on-short shrink,
+the default; a note names them) or left out (--on-short skip).
+
+Exit status: 0 done; 1 a stage failed (its reason is the last line on stderr, in
+pipeline_status.json and in the last JSON line); 2 the request was refused; 130 stopped by the
+user (the last JSON line says how to continue).
 """
 
 from __future__ import annotations
@@ -27,8 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 
 from ltxtrainer.captioning.backends import DEFAULT_API_KEY_ENV  # noqa: E402
+from ltxtrainer.dataset_key import DEFAULT_TEXT_LENGTH  # noqa: E402
 from ltxtrainer.pipeline import (  # noqa: E402
     CAPTIONERS,
+    ON_SHORT,
     REPO_ROOT,
     TEMPLATES,
     PipelineError,
@@ -68,6 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="split: cut sensitivity (lower cuts more)")
     parser.add_argument("--min-scene-len", type=int, help="split: shortest scene in frames")
     parser.add_argument("--max-scene-len", type=float, help="split: cut longer scenes into pieces of this many seconds")
+    parser.add_argument("--run-name", help="run folder under --outputs-dir (default: the run of an identical earlier "
+                        "request, else PROJECT_WxHxF_YYYYMMDD-HHMMSS)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run named by --run-name with its own settings and data (train + export)")
+    parser.add_argument("--on-short", choices=ON_SHORT, default="shrink",
+                        help="clips shorter than --frames: train them with fewer frames (shrink, default) or leave them out")
+    parser.add_argument("--max-sequence-length", type=int, default=DEFAULT_TEXT_LENGTH,
+                        help=f"T5 tokens per caption (default {DEFAULT_TEXT_LENGTH}, as the reference trainer)")
     parser.add_argument("--demo", action="store_true", help="run the end-to-end demo on tiny models (CPU is fine)")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "outputs" / "demo",
                         help="with --demo: where everything is written (default outputs/demo)")
@@ -91,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             captions_from=args.captions_from, model_path=args.model_path, train_date_dir=args.train_date_dir,
             work_dir=args.work_dir, outputs_dir=args.outputs_dir, overrides=options_from_overrides(args.overrides),
             detector=args.detector, threshold=args.threshold, min_scene_len=args.min_scene_len,
-            max_scene_len=args.max_scene_len,
+            max_scene_len=args.max_scene_len, run_name=args.run_name, resume=args.resume, on_short=args.on_short,
+            text_length=args.max_sequence_length,
         )
     except PipelineError as error:
         return refuse(str(error))
