@@ -151,28 +151,13 @@ def resume_run(runner: JobRunner, paths: AppPaths, run_name: str, tab: str = "ru
     status = read_pipeline_status(run_dir)
     if not status.get("project"):
         return start_training(runner, paths, run_dir / CONFIG_FILE, resume=True, tab=tab)
-    width, height, frames = parse_bucket(str(status.get("resolution") or ""))
-    template = str(status.get("config_template") or "13b")
     argv = [
         sys.executable, _script(paths, "run_pipeline.py"), str(status["project"]),
-        "--resolution", f"{width}x{height}", "--frames", str(frames), "--steps", "train",
-        "--run-name", str(status.get("run_name") or run_dir.name), "--resume", "--config-template", template,
+        "--run-name", str(status.get("run_name") or run_dir.name), "--resume",
         "--train-date-dir", str(paths.train_date), "--work-dir", str(paths.datasets), "--outputs-dir", str(paths.outputs),
     ]
-    model_path = template_model_path(paths, template) if template in TEMPLATES else None
-    if model_path is not None:
-        argv += ["--model-path", str(model_path)]
     meta = {"project": status["project"], "run_dir": str(run_dir), "tab": tab}
     return runner.submit("pipeline", f"resume {run_dir.name}", argv, cwd=paths.root, meta=meta)
-
-
-def parse_bucket(text: str) -> tuple[int, int, int]:
-    """WxHxF as the pipeline writes a run's resolution (e.g. "768x512x49")."""
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(part.isdigit() for part in parts):
-        raise ValueError(f"the run's resolution {text!r} is not WIDTHxHEIGHTxFRAMES")
-    width, height, frames = (int(part) for part in parts)
-    return width, height, frames
 
 
 def config_file_for(paths: AppPaths, name: str) -> Path:
