@@ -36,6 +36,7 @@ class UI:
     lang: gr.State | None = None
     _labels: list[tuple[gr.components.Component | gr.blocks.BlockContext, dict[str, Spec]]] = field(default_factory=list)
     _restorers: list[tuple[gr.components.Component, Callable[[dict, str], dict]]] = field(default_factory=list)
+    _on_show: list[tuple[gr.components.Component, Callable[..., Any], list]] = field(default_factory=list)
 
     def tr(self, component, **props: Spec):
         """Register a component's translatable properties (label=, info=, value=, choices=)."""
@@ -68,6 +69,17 @@ class UI:
                              show_progress="hidden")
         self._restorers.append((component, restore or (lambda saved, _lang: {"value": saved[key]} if key in saved else {})))
         return component
+
+    def on_show(self, component, update: Callable[..., Any], inputs: list | None = None) -> None:
+        """Update `component` whenever its tab is opened (a project made or a run started on another tab).
+
+        `update(*inputs, lang)` returns the component's new value or gr.update.
+        """
+        self._on_show.append((component, update, list(inputs or [])))
+
+    def take_on_show(self) -> list[tuple[Any, Callable[..., Any], list]]:
+        taken, self._on_show = self._on_show, []
+        return taken
 
     def load_updates(self, lang: str) -> tuple[list, list]:
         """(components, updates) for a page load: labels in `lang` merged with the remembered values."""
@@ -104,8 +116,9 @@ def build_app(paths: AppPaths, runner: JobRunner, language: str) -> gr.Blocks:
         )
         with gr.Tabs():
             for key, module in tab_builders:
-                with ui.tr(gr.Tab(t(key, language), id=key.split(".")[1]), label=key):
+                with ui.tr(gr.Tab(t(key, language), id=key.split(".")[1]), label=key) as tab:
                     module.build(ui)
+                _refresh_when_shown(ui, tab)
 
         def switch_language(lang: str):
             ui.remember(language=lang)
@@ -122,6 +135,25 @@ def build_app(paths: AppPaths, runner: JobRunner, language: str) -> gr.Blocks:
 
         demo.load(on_load, outputs=[ui.lang, switch, header, *loaded], api_visibility="private")
     return demo
+
+
+def _refresh_when_shown(ui: UI, tab: gr.Tab) -> None:
+    """Wire the tab's on_show updates to its selection, so its lists are never stale when opened."""
+    hooks = ui.take_on_show()
+    if not hooks:
+        return
+    inputs = [component for _, _, hook_inputs in hooks for component in hook_inputs]
+
+    def refresh(*values):
+        *values, lang = values
+        updates, position = [], 0
+        for _, update, hook_inputs in hooks:
+            updates.append(update(*values[position:position + len(hook_inputs)], lang))
+            position += len(hook_inputs)
+        return updates
+
+    tab.select(refresh, inputs=[*inputs, ui.lang], outputs=[component for component, _, _ in hooks],
+               api_visibility="private", show_progress="hidden")
 
 
 def free_port(preferred: int = DEFAULT_PORT, host: str = "127.0.0.1", attempts: int = 100) -> int:

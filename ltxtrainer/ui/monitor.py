@@ -176,12 +176,16 @@ def stage_progress(events: list[dict], job: Job | None = None) -> list[StageProg
         stage = event.get("stage") or ("train" if kind in ("step", "train_start", "validation", "checkpoint") else None)
         if not stage or stage == "pipeline":
             continue
+        part = str(stage)
+        stage = part.partition(":")[0]  # "preprocess:latents" is a part of preprocess, with its own count
         entry = stages.setdefault(stage, StageProgress(stage))
         if kind == "pipeline":
             entry.state = str(event.get("status") or entry.state)
             entry.message = str(event.get("message") or "")
         elif kind == "progress":
-            first_progress.setdefault(stage, event)
+            if first_progress.get(stage, {}).get("stage", part) != part:
+                first_progress.pop(stage)  # the next part's rate starts afresh
+            first_progress.setdefault(stage, {**event, "stage": part})
             entry.done, entry.total = event.get("done"), event.get("total")
             entry.rate = _rate(first_progress[stage], event)
             if entry.rate and entry.total is not None and entry.done is not None:
@@ -228,7 +232,10 @@ def progress_html(stages: list[StageProgress], lang: str) -> str:
     if not stages:
         return ""
     fraction, eta = overall_progress(stages)
-    overall = t("progress.overall", lang, percent=round(100 * fraction), eta=format_duration(eta))
+    if fraction >= 1:
+        overall = t("progress.complete", lang)
+    else:
+        overall = t("progress.overall", lang, percent=round(100 * fraction), eta=format_duration(eta))
     cell = 'style="padding:4px 8px;white-space:nowrap"'
     rows = []
     for stage in stages:
@@ -283,7 +290,8 @@ def log_html(text: str, empty: str) -> str:
     body = html.escape(text) if text.strip() else html.escape(empty)
     return ('<div class="ltxt-log" style="display:flex;flex-direction:column-reverse;max-height:22em;overflow:auto;'
             'background:#111827;color:#e5e7eb;border-radius:6px;padding:8px">'
-            f'<pre style="margin:0;white-space:pre-wrap;font-size:12px;line-height:1.4">{body}</pre></div>')
+            f'<pre style="margin:0;white-space:pre-wrap;font-size:12px;line-height:1.4;color:#e5e7eb;background:transparent">'
+            f"{body}</pre></div>")
 
 
 # ---- the loss plot and the validation videos ---------------------------------------------------------
@@ -298,7 +306,7 @@ def loss_frame(points: list[tuple[int, float]], lang: str) -> pd.DataFrame:
         "value": losses + smoothed(losses),
         "series": [t("plot.loss", lang)] * len(points) + [t("plot.smoothed", lang)] * len(points),
     })
-    return frame.astype({"step": "int64", "value": "float64", "series": "string"})
+    return frame.astype({"step": "int64", "value": "float64"})
 
 
 def file_url(path: Path) -> str:

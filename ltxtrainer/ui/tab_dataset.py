@@ -108,8 +108,13 @@ def build(ui) -> None:
             return t("msg.refused", lang, error=error), gr.skip()
         return "", job.id
 
-    refresh.click(lambda lang: gr.update(choices=tab_pipeline.project_choices(ui, lang)), inputs=ui.lang,
-                  outputs=project, api_visibility="private")
+    def fresh_projects(current, lang):
+        names = [name for _, name in tab_pipeline.project_choices(ui, lang)]
+        value = current if current in names else tab_pipeline.preselected_project(ui, ui.settings())
+        return gr.update(choices=tab_pipeline.project_choices(ui, lang), value=value)
+
+    refresh.click(fresh_projects, inputs=[project, ui.lang], outputs=project, api_visibility="private")
+    ui.on_show(project, fresh_projects, [project])
     project.change(show_project, inputs=[project, ui.lang], outputs=[folder, clip], api_name="list_clips")
     clip.change(show_clip, inputs=[project, clip, ui.lang], outputs=[preview, caption], api_name="show_clip")
     save.click(save_text, inputs=[project, clip, caption, ui.lang], outputs=message, api_name="save_caption")

@@ -54,6 +54,7 @@ def build(ui) -> None:
         return t("exp.where", lang, path=job.meta["output"]), job.id
 
     refresh.click(lambda: gr.update(choices=list_loras(ui.paths.outputs)), outputs=lora, api_name="list_loras")
+    ui.on_show(lora, lambda lang: gr.update(choices=list_loras(ui.paths.outputs)))
     convert.click(convert_lora, inputs=[lora, typed, ui.lang], outputs=[message, job_id], api_name="convert_lora")
     timer = gr.Timer(POLL_S)
     timer.tick(lambda job, lang: outcome_html(ui, job, lang), inputs=[job_id, ui.lang], outputs=banner,

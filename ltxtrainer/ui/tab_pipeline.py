@@ -310,6 +310,7 @@ def build(ui) -> None:
     form = [project, resolution, frames, on_short, steps, train_steps, run_name, template, captioner, api_base_url, api_model,
             api_key, ui.lang]
     refresh.click(refresh_projects, inputs=ui.lang, outputs=project, api_name="list_projects")
+    ui.on_show(project, refresh_projects)
     create.click(create_new_project, inputs=[new_name, new_files, ui.lang], outputs=[created, project],
                  api_name="create_project")
     project.change(project_frames, inputs=[project, frames, ui.lang], outputs=frames, api_visibility="private")

@@ -121,6 +121,8 @@ def build(ui) -> None:
             now,
         )
 
+    ui.on_show(run, lambda lang: gr.update(choices=run_names(ui)))
+    ui.on_show(table, lambda lang: runs_table(ui, lang))
     refresh.click(refresh_runs, inputs=[run, ui.lang], outputs=[run, table, loss, videos], api_name="list_runs")
     run.change(show_run, inputs=[run, ui.lang], outputs=[loss, videos], api_name="show_run")
     resume.click(resume_run, inputs=[run, ui.lang], outputs=[message, job_id], api_name="resume_run")
