@@ -90,6 +90,7 @@ def test_one_click_pipeline_on_tiny_models_to_a_comfyui_file(server, workspace):
     start = next(event for event in events if event["event"] == "pipeline_start")
     run_dir = Path(start["run_dir"])
     comfy = next(event for event in events if event["event"] == "pipeline_end")["comfyui_lora"]
+    total = [event for event in events if event["event"] == "step"][-1]["total_steps"]  # the template's steps
 
     for lang, finished, done, lora_word in (("zh", "已完成", "完成", "LoRA 文件"), ("en", "Finished", "done", "LoRA file")):
         banner, progress, queue, log, loss, videos = poll(client, lang)
@@ -100,10 +101,10 @@ def test_one_click_pipeline_on_tiny_models_to_a_comfyui_file(server, workspace):
         assert [stage for stage, _ in rows] == ["split", "caption", "preprocess", "train", "export"]
         assert {state for _, state in rows} == {"done"}
         assert re.search(rf"<td [^>]*>{done}</td>", progress)
-        assert "100%" in progress and "40 / 40" in progress  # tiny_demo trains 40 steps
+        assert "100%" in progress and f"{total} / {total}" in progress
         assert "Pipeline" in log and "&quot;event&quot;" not in log  # human lines only, no JSON events
         assert queue in ("队列为空。", "The queue is empty.")
-        assert loss["columns"] == ["step", "value", "series"] and len(loss["data"]) == 80  # loss and smoothed
+        assert loss["columns"] == ["step", "value", "series"] and len(loss["data"]) == 2 * total  # loss and smoothed
         assert all(isinstance(row[1], float) for row in loss["data"])
         assert "<video" in videos and "prompt_00_00.mp4" in videos and "APT a bright square" in videos
     assert (run_dir / "metrics.jsonl").is_file()
@@ -139,7 +140,7 @@ def test_one_click_pipeline_on_tiny_models_to_a_comfyui_file(server, workspace):
     runs = client.predict(api_name="/list_runs")
     assert run_dir.name in json.dumps(runs, ensure_ascii=False)
     loss_plot, videos = client.predict(run_dir.name, api_name="/show_run")
-    assert len(loss_plot["data"]) == 80 and "第 40 步" in videos
+    assert len(loss_plot["data"]) == 2 * total and f"第 {total} 步" in videos
     assert "不能继续" in client.predict(run_dir.name, api_name="/resume_run")
 
 
