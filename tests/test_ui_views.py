@@ -67,6 +67,8 @@ def test_loss_values_are_numbers_with_a_smoothed_line_whatever_the_log_held():
     assert frame["value"].dtype.kind == "f" and frame["step"].dtype.kind == "i"
     assert list(frame["series"]) == ["损失", "损失", "平滑", "平滑"]
     assert frame["value"].iloc[2] == 2.5  # the smoothed line starts at the first loss (debiased)
+    empty = monitor.loss_frame([], "en")  # an empty object-typed frame made the plot's y axis categorical
+    assert empty["value"].dtype.kind == "f" and empty["step"].dtype.kind == "i"
 
 
 def test_the_log_shows_human_lines_newest_at_the_bottom_without_json_events():

@@ -150,7 +150,7 @@ def _refresh_when_shown(ui: UI, tab: gr.Tab) -> None:
         for _, update, hook_inputs in hooks:
             updates.append(update(*values[position:position + len(hook_inputs)], lang))
             position += len(hook_inputs)
-        return updates
+        return updates if len(updates) > 1 else updates[0]  # one output takes the update itself
 
     tab.select(refresh, inputs=[*inputs, ui.lang], outputs=[component for component, _, _ in hooks],
                api_visibility="private", show_progress="hidden")

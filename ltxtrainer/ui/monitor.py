@@ -323,7 +323,7 @@ def gallery_html(items: list[tuple[Path, int, str]], lang: str) -> str:
         caption = html.escape(t("gallery.caption", lang, step=step, prompt=prompt))
         figures.append(
             f'<figure style="margin:0"><video src="{html.escape(file_url(video))}" controls loop muted playsinline '
-            f'preload="metadata" style="width:100%;height:auto;object-fit:contain;background:#000;border-radius:4px">'
+            f'preload="auto" style="width:100%;height:auto;object-fit:contain;background:#000;border-radius:4px">'
             f'</video><figcaption style="font-size:12px;line-height:1.3;overflow-wrap:anywhere">{caption}'
             "</figcaption></figure>"
         )

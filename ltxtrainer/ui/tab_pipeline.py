@@ -125,9 +125,14 @@ def queue_choices(ui) -> list[tuple[str, str]]:
 
 
 def loss_and_videos(run_dir, events: list[dict], lang: str):
-    """The run's loss (all of metrics.jsonl, so a resumed run shows its whole curve) and videos."""
+    """The run's loss (all of metrics.jsonl, so a resumed run shows its whole curve) and videos.
+
+    No points gives None, never an empty frame: gradio 6.31's LinePlot draws no lines at all
+    once it was given an empty frame with a colour column, even after real data arrives.
+    """
     records = read_jsonl(run_dir / METRICS_FILE) if run_dir else []
-    frame = monitor.loss_frame(loss_points(records or events), lang)
+    points = loss_points(records or events)
+    frame = monitor.loss_frame(points, lang) if points else None
     videos = monitor.gallery_html(gallery_items(run_dir, MAX_VIDEOS) if run_dir else [], lang)
     return frame, videos
 
@@ -141,7 +146,8 @@ def poll(ui, lang: str, job_id: str | None, shown: dict):
     outcome = monitor.job_outcome(job, events, log) if job else None
     frame, videos = loss_and_videos(run_dir, events, lang)
     queue = queue_choices(ui)
-    now = {"job": job.id if job else None, "points": len(frame), "videos": videos, "queue": queue, "lang": lang}
+    now = {"job": job.id if job else None, "points": 0 if frame is None else len(frame), "videos": videos,
+           "queue": queue, "lang": lang}
     changed = {key: now[key] != shown.get(key) or now["job"] != shown.get("job") or lang != shown.get("lang")
                for key in ("points", "videos", "queue")}
     return (
@@ -176,7 +182,7 @@ def cancel_queued(ui, job_id: str | None, lang: str) -> str:
 
 def loss_plot(ui, lang: str) -> gr.LinePlot:
     return ui.tr(
-        gr.LinePlot(monitor.loss_frame([], lang), x="step", y="value", color="series", label=t("pipe.loss", lang),
+        gr.LinePlot(None, x="step", y="value", color="series", label=t("pipe.loss", lang),
                     x_title=t("plot.step", lang), y_title=t("plot.loss", lang), height=280),
         label="pipe.loss", x_title="plot.step", y_title="plot.loss",
     )

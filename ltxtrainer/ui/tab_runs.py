@@ -58,7 +58,7 @@ def run_view(ui, name: str | None, lang: str):
         except UnsafePathError:
             folder = None
     if folder is None:
-        return monitor.loss_frame([], lang), monitor.gallery_html([], lang)
+        return None, monitor.gallery_html([], lang)
     return loss_and_videos(folder, [], lang)
 
 
@@ -109,7 +109,7 @@ def build(ui) -> None:
         events = ui.runner.events(job.id) if job else []
         outcome = monitor.job_outcome(job, events, ui.runner.read_log(job.id)) if job else None
         frame, gallery = run_view(ui, name, lang)
-        now = {"run": name, "points": len(frame), "videos": gallery, "lang": lang,
+        now = {"run": name, "points": 0 if frame is None else len(frame), "videos": gallery, "lang": lang,
                "job": job.status if job else None}
         fresh = now["run"] != seen.get("run") or lang != seen.get("lang")
         return (
