@@ -157,7 +157,7 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
     # 3. edit a caption on the Dataset tab
     page.get_by_role("tab", name="Dataset and captions").click()
     caption = page.get_by_label("Caption", exact=True)
-    expect(caption).to_have_value(re.compile(f"^{PROJECT} "), timeout=30_000)  # the project made on tab 1 is there
+    expect(caption).to_have_value(re.compile(f"^{PROJECT}\\b"), timeout=30_000)  # the project made on tab 1 is there
     caption.fill(f"{PROJECT} a grey cat walks across a red floor")
     page.get_by_role("button", name="Save caption").click()
     page.get_by_text("Saved to the .txt").wait_for(timeout=30_000)

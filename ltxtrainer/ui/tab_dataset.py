@@ -114,7 +114,18 @@ def build(ui) -> None:
         return gr.update(choices=tab_pipeline.project_choices(ui, lang), value=value)
 
     refresh.click(fresh_projects, inputs=[project, ui.lang], outputs=project, api_visibility="private")
+    def fresh_clips(name, current, lang):
+        """The project's clips as they are now (split since the page opened?); the chosen one kept."""
+        if not name:
+            return gr.update()  # a project chosen by the same opening fills them through project.change
+        try:
+            clips = list_clips(ui.paths, name)
+        except _REFUSED:
+            return gr.update(choices=[], value=None)
+        return gr.update(choices=clips, value=current if current in clips else (clips[0] if clips else None))
+
     ui.on_show(project, fresh_projects, [project])
+    ui.on_show(clip, fresh_clips, [project, clip])
     project.change(show_project, inputs=[project, ui.lang], outputs=[folder, clip], api_name="list_clips")
     clip.change(show_clip, inputs=[project, clip, ui.lang], outputs=[preview, caption], api_name="show_clip")
     save.click(save_text, inputs=[project, clip, caption, ui.lang], outputs=message, api_name="save_caption")
