@@ -135,8 +135,15 @@ def test_one_click_pipeline_on_tiny_models_to_a_comfyui_file(server, workspace):
     entries = json.loads((scenes / "captions.json").read_text(encoding="utf-8"))
     assert {"media_path": clip, "caption": f"{PROJECT} 一个手写的标注"} in entries
 
-    # the runs tab sees the finished run, with its loss curve and videos; it is not resumable
+    # re-captioning one clip shows its own outcome on the dataset tab (not "Queued:" forever)
     client.predict("zh", api_name="/set_language")
+    assert client.predict(PROJECT, clip, "demo", "", "", "", api_name="/recaption_clip") == ""
+    recaption = wait_for_job(runner, "caption", timeout=120)
+    assert recaption.status == "finished", runner.read_log(recaption.id)
+    dataset_banner = client.predict(api_name="/poll_dataset")
+    assert "已完成" in dataset_banner and f"caption {PROJECT}/{clip}" in dataset_banner
+
+    # the runs tab sees the finished run, with its loss curve and videos; it is not resumable
     runs = client.predict(api_name="/list_runs")
     assert run_dir.name in json.dumps(runs, ensure_ascii=False)
     loss_plot, videos = client.predict(run_dir.name, api_name="/show_run")

@@ -81,7 +81,7 @@ def choose(page, label: str, option: str) -> None:
 
 def visible_button(page, name: str):
     """The button of that name on the open tab (every tab has its own Refresh)."""
-    return page.locator("button:visible").filter(has_text=re.compile(f"^{re.escape(name)}$")).first
+    return page.get_by_role("button", name=name, exact=True).filter(visible=True).first
 
 
 def type_into(page, label: str, text: str) -> None:

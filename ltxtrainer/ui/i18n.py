@@ -182,6 +182,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "banner.run_dir": ("运行文件夹：{path}", "Run folder: {path}"),
     "status.refused": ("已拒绝", "refused"),
     "progress.overall": ("总进度 {percent}%，剩余约 {eta}", "Overall {percent}%, about {eta} left"),
+    "progress.overall_no_eta": ("总进度 {percent}%", "Overall {percent}%"),
     "progress.complete": ("总进度 100%：全部完成", "Overall 100%: all done"),
     "progress.columns": ("阶段|状态|进度|数量|速度|剩余|说明", "Stage|State|Progress|Count|Rate|Left|Message"),
     "progress.steps_per_s": ("步/秒", "steps/s"),

@@ -234,6 +234,8 @@ def progress_html(stages: list[StageProgress], lang: str) -> str:
     fraction, eta = overall_progress(stages)
     if fraction >= 1:
         overall = t("progress.complete", lang)
+    elif eta is None:
+        overall = t("progress.overall_no_eta", lang, percent=round(100 * fraction))
     else:
         overall = t("progress.overall", lang, percent=round(100 * fraction), eta=format_duration(eta))
     cell = 'style="padding:4px 8px;white-space:nowrap"'
