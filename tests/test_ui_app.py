@@ -141,7 +141,7 @@ def test_one_click_pipeline_on_tiny_models_to_a_comfyui_file(server, workspace):
     recaption = wait_for_job(runner, "caption", timeout=120)
     assert recaption.status == "finished", runner.read_log(recaption.id)
     dataset_banner = client.predict(api_name="/poll_dataset")
-    assert "已完成" in dataset_banner and f"caption {PROJECT}/{clip}" in dataset_banner
+    assert "已完成" in dataset_banner and f"重新标注 {PROJECT}/{clip}" in dataset_banner  # its title in the page's language
 
     # the runs tab sees the finished run, with its loss curve and videos; it is not resumable
     runs = client.predict(api_name="/list_runs")

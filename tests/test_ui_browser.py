@@ -226,7 +226,8 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
     page.get_by_label("中文").check()
     page.get_by_role("tab", name="一键训练流水线").wait_for(timeout=30_000)
     page.wait_for_function("() => document.querySelector('#pipeline-banner').innerText.includes('已完成')", timeout=30_000)
-    assert "ComfyUI 文件" in page.locator("#pipeline-banner").inner_text()
+    zh_banner = page.locator("#pipeline-banner").inner_text()
+    assert "ComfyUI 文件" in zh_banner and "分场景+标注视频+预处理+训练" in zh_banner  # the job's title too
     shot(page, "10_zh_pipeline")
     page.get_by_role("tab", name="训练监控").click()
     page.wait_for_function("() => document.querySelector('#runs-banner').innerText.includes('已完成')", timeout=30_000)

@@ -127,6 +127,8 @@ def start_pipeline(
         argv += ["--model-path", str(model_path)]
     extra, secret = caption_arguments(captioner, api_base_url, api_model, api_key)
     title = f"{project} {width}x{height}x{int(frames)} ({'+'.join(chosen)})" + (f" {run_name}" if run_name else "")
+    meta["title"] = {"key": "title.pipeline", "project": project, "size": f"{width}x{height}x{int(frames)}",
+                     "stages": chosen, "run": run_name}
     return runner.submit("pipeline", title, argv + extra, cwd=paths.root, meta=meta, secret_env=secret)
 
 
@@ -138,7 +140,9 @@ def start_training(runner: JobRunner, paths: AppPaths, config_file: Path, resume
     run_dir = run_dir if run_dir.is_absolute() else paths.root / run_dir
     argv = [sys.executable, _script(paths, "train.py"), str(config_file)] + (["--resume"] if resume else [])
     title = f"{'resume' if resume else 'train'} {run_dir.name}"
-    return runner.submit("train", title, argv, cwd=paths.root, meta={"run_dir": str(run_dir), "tab": tab})
+    meta = {"run_dir": str(run_dir), "tab": tab,
+            "title": {"key": "title.resume" if resume else "title.train", "run": run_dir.name}}
+    return runner.submit("train", title, argv, cwd=paths.root, meta=meta)
 
 
 def resume_run(runner: JobRunner, paths: AppPaths, run_name: str, tab: str = "runs") -> Job:
@@ -156,7 +160,8 @@ def resume_run(runner: JobRunner, paths: AppPaths, run_name: str, tab: str = "ru
         "--run-name", str(status.get("run_name") or run_dir.name), "--resume",
         "--train-date-dir", str(paths.train_date), "--work-dir", str(paths.datasets), "--outputs-dir", str(paths.outputs),
     ]
-    meta = {"project": status["project"], "run_dir": str(run_dir), "tab": tab}
+    meta = {"project": status["project"], "run_dir": str(run_dir), "tab": tab,
+            "title": {"key": "title.resume", "run": run_dir.name}}
     return runner.submit("pipeline", f"resume {run_dir.name}", argv, cwd=paths.root, meta=meta)
 
 
@@ -196,7 +201,9 @@ def recaption_clip(
     argv = [sys.executable, _script(paths, "caption_videos.py"), str(folder), "--backend", captioner,
             "--trigger-word", project, *extra]
     return runner.submit("caption", f"caption {project}/{clip}", argv, cwd=paths.root,
-                         meta={"project": project, "clip": clip, "tab": tab}, secret_env=secret)
+                         meta={"project": project, "clip": clip, "tab": tab,
+                               "title": {"key": "title.caption", "project": project, "clip": clip}},
+                         secret_env=secret)
 
 
 def export_lora(runner: JobRunner, paths: AppPaths, lora_relative: str, tab: str = "export") -> Job:
@@ -206,7 +213,8 @@ def export_lora(runner: JobRunner, paths: AppPaths, lora_relative: str, tab: str
         raise FileNotFoundError(str(lora))
     output = comfy_export_path(paths.comfyui_exports, lora.relative_to(paths.outputs).as_posix())
     argv = [sys.executable, _script(paths, "convert_to_comfyui.py"), str(lora), "--output", str(output)]
-    return runner.submit("export", f"export {lora_relative}", argv, cwd=paths.root, meta={"output": str(output), "tab": tab})
+    return runner.submit("export", f"export {lora_relative}", argv, cwd=paths.root,
+                         meta={"output": str(output), "tab": tab, "title": {"key": "title.export", "lora": lora_relative}})
 
 
 def environment_report(paths: AppPaths, timeout_s: float = 180) -> dict:

@@ -48,6 +48,19 @@ class Outcome:
     outputs: list[str] = field(default_factory=list)
 
 
+def job_title(job: Job, lang: str) -> str:
+    """A job's name in the page's language, from what it was queued with (job.title is English)."""
+    spec = job.meta.get("title") or {}
+    key = spec.get("key")
+    if key == "title.pipeline":
+        stages = "+".join(t(f"step.{stage}", lang) for stage in spec.get("stages") or [])
+        run = f" {spec['run']}" if spec.get("run") else ""
+        return t(key, lang, project=spec.get("project"), size=spec.get("size"), stages=stages) + run
+    if key in ("title.resume", "title.train", "title.caption", "title.export"):
+        return t(key, lang, **{name: value for name, value in spec.items() if name != "key"})
+    return job.title
+
+
 def last_event(events: list[dict], name: str) -> dict | None:
     return next((event for event in reversed(events) if event.get("event") == name), None)
 
@@ -72,11 +85,11 @@ def _failure_reason(job: Job, events: list[dict], log: str) -> str:
     return " ".join(human[-3:])
 
 
-def job_outcome(job: Job, events: list[dict], log: str = "") -> Outcome:
+def job_outcome(job: Job, events: list[dict], log: str = "", lang: str = "en") -> Outcome:
     """The banner's facts; `pipeline_end` is trusted first, the exit status fills in the rest."""
     end = last_event(events, "pipeline_end")
     run_dir = run_dir_of(job, events)
-    common = {"title": job.title, "run_dir": str(run_dir) if run_dir else None}
+    common = {"title": job_title(job, lang), "run_dir": str(run_dir) if run_dir else None}
     if job.status in ("queued", "running", "stopping"):
         return Outcome(state=job.status, **common)
     if end is not None:

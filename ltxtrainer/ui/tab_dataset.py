@@ -30,7 +30,7 @@ def outcome_html(ui, job_id: str | None, lang: str) -> str:
     job = tab_pipeline.own_job(ui, job_id, TAB)
     if job is None:
         return ""
-    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id)), lang)
+    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id), lang), lang)
 
 
 def build(ui) -> None:
@@ -103,7 +103,7 @@ def build(ui) -> None:
             job = actions.recaption_clip(ui.runner, ui.paths, name, clip_name, captioner, api_base_url, api_model,
                                          api_key)
         except DuplicateJobError as error:
-            return t("msg.duplicate", lang, title=error.existing.title), gr.skip()
+            return t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), gr.skip()
         except _REFUSED as error:
             return t("msg.refused", lang, error=error), gr.skip()
         return "", job.id

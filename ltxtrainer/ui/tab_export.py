@@ -23,7 +23,7 @@ def outcome_html(ui, job_id: str | None, lang: str) -> str:
     job = own_job(ui, job_id, TAB)
     if job is None:
         return ""
-    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id)), lang)
+    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id), lang), lang)
 
 
 def build(ui) -> None:
@@ -46,7 +46,7 @@ def build(ui) -> None:
         try:
             job = actions.export_lora(ui.runner, ui.paths, relative)
         except DuplicateJobError as error:
-            return refusal_html(title, t("msg.duplicate", lang, title=error.existing.title), lang), gr.skip()
+            return refusal_html(title, t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), lang), gr.skip()
         except UnsafePathError as error:
             return refusal_html(title, error, lang), gr.skip()
         except FileNotFoundError:

@@ -115,13 +115,14 @@ def own_job(ui, job_id: str | None, tab: str) -> Job | None:
 
 def queue_text(ui, lang: str) -> str:
     running = [job for job in ui.runner.jobs() if job.active]
-    lines = [t("queue.running", lang, title=job.title) for job in running]
-    lines += [t("queue.row", lang, position=n, title=job.title) for n, job in enumerate(ui.runner.queue(), start=1)]
+    lines = [t("queue.running", lang, title=monitor.job_title(job, lang)) for job in running]
+    lines += [t("queue.row", lang, position=n, title=monitor.job_title(job, lang))
+              for n, job in enumerate(ui.runner.queue(), start=1)]
     return "  \n".join(lines) if lines else t("queue.empty", lang)
 
 
-def queue_choices(ui) -> list[tuple[str, str]]:
-    return [(job.title, job.id) for job in ui.runner.queue()]
+def queue_choices(ui, lang: str) -> list[tuple[str, str]]:
+    return [(monitor.job_title(job, lang), job.id) for job in ui.runner.queue()]
 
 
 def loss_and_videos(run_dir, events: list[dict], lang: str):
@@ -143,9 +144,9 @@ def poll(ui, lang: str, job_id: str | None, shown: dict):
     events = ui.runner.events(job.id) if job else []
     log = ui.runner.read_log(job.id) if job else ""
     run_dir = monitor.run_dir_of(job, events)
-    outcome = monitor.job_outcome(job, events, log) if job else None
+    outcome = monitor.job_outcome(job, events, log, lang) if job else None
     frame, videos = loss_and_videos(run_dir, events, lang)
-    queue = queue_choices(ui)
+    queue = queue_choices(ui, lang)
     now = {"job": job.id if job else None, "points": 0 if frame is None else len(frame), "videos": videos,
            "queue": queue, "lang": lang}
     changed = {key: now[key] != shown.get(key) or now["job"] != shown.get("job") or lang != shown.get("lang")
@@ -177,7 +178,7 @@ def cancel_queued(ui, job_id: str | None, lang: str) -> str:
     job = ui.runner.get(job_id)
     if job is None or not ui.runner.cancel(job_id):
         return t("queue.not_queued", lang)
-    return t("queue.cancelled", lang, title=job.title)
+    return t("queue.cancelled", lang, title=monitor.job_title(job, lang))
 
 
 def loss_plot(ui, lang: str) -> gr.LinePlot:
@@ -308,7 +309,7 @@ def build(ui) -> None:
                 api_key=api_key, run_name=run_name, on_short=on_short, train_steps=train_steps, tab=TAB,
             )
         except DuplicateJobError as error:
-            return refusal_html(title, t("msg.duplicate", lang, title=error.existing.title), lang), gr.skip()
+            return refusal_html(title, t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), lang), gr.skip()
         except _REFUSED as error:
             return refusal_html(title, error, lang), gr.skip()
         return "", job.id

@@ -98,7 +98,7 @@ def build(ui) -> None:
         try:
             job = actions.resume_run(ui.runner, ui.paths, name, tab=TAB)
         except DuplicateJobError as error:
-            return refusal_html(title, t("msg.duplicate", lang, title=error.existing.title), lang), gr.skip()
+            return refusal_html(title, t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), lang), gr.skip()
         except (UnsafePathError, PipelineError, ValueError, OSError) as error:
             return refusal_html(title, error, lang), gr.skip()
         return "", job.id
@@ -107,7 +107,7 @@ def build(ui) -> None:
         """The resume job's banner and bars; the chosen run's plot and videos when they changed."""
         job = own_job(ui, job_id, TAB)
         events = ui.runner.events(job.id) if job else []
-        outcome = monitor.job_outcome(job, events, ui.runner.read_log(job.id)) if job else None
+        outcome = monitor.job_outcome(job, events, ui.runner.read_log(job.id), lang) if job else None
         frame, gallery = run_view(ui, name, lang)
         now = {"run": name, "points": 0 if frame is None else len(frame), "videos": gallery, "lang": lang,
                "job": job.status if job else None}
