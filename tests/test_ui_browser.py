@@ -100,6 +100,13 @@ def banner(page, place: str, state: str, timeout: float = RUN_S):
     return locator
 
 
+def wait_for_two_lines(page, plot: str) -> None:
+    """The loss and the smoothed line really drawn (a line the plot lost its colour for has no stroke)."""
+    page.wait_for_function(
+        "plot => [...document.querySelectorAll(`${plot} [aria-roledescription='line mark']`)]"
+        ".filter(line => line.getAttribute('stroke')).length === 2", arg=plot, timeout=30_000)
+
+
 def newest_run_dirs(paths: AppPaths) -> list[Path]:
     return sorted((folder for folder in paths.outputs.iterdir() if folder.name.startswith(PROJECT)),
                   key=lambda folder: folder.stat().st_mtime)
@@ -148,6 +155,7 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
         timeout=30_000)
     assert "Step " in page.locator("#pipeline-videos figcaption").first.inner_text()
     assert "Overall 100%" in page.locator("#pipeline-progress").inner_text()
+    wait_for_two_lines(page, "#pipeline-loss")
     log = page.locator("#pipeline-log").inner_text()
     assert "Pipeline" in log and '{"event"' not in log
     shot(page, "02_first_run_finished")
@@ -165,7 +173,7 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
 
     # 4. Start again: a new run, no refusal; a second Start while it runs is refused; Stop keeps a checkpoint
     page.get_by_role("tab", name="One-click pipeline").click()
-    page.get_by_label("Training steps (0: the template's)").fill("400")
+    page.get_by_label("Training steps (0: the template's)").fill("200")
     page.get_by_role("button", name="Start one-click training").click()
     page.locator("#pipeline-progress tr[data-stage='train'][data-state='running']").wait_for(timeout=RUN_S)
     page.get_by_role("button", name="Start one-click training").click()
@@ -173,7 +181,7 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
     assert "already queued or running" in page.locator("#pipeline-message").inner_text()
     shot(page, "04_duplicate_refused")
     page.wait_for_function(
-        "() => /\\d+ \\/ 400/.test(document.querySelector(\"#pipeline-progress tr[data-stage='train']\").innerText)",
+        "() => /\\d+ \\/ 200/.test(document.querySelector(\"#pipeline-progress tr[data-stage='train']\").innerText)",
         timeout=RUN_S)
     page.get_by_role("button", name="Stop (saves a checkpoint)").click()
     stopped = banner(page, "pipeline", "stopped").inner_text()
@@ -198,6 +206,7 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
     choose(page, "Choose a run", stopped_run.name)
     page.get_by_role("button", name="Resume training").click()
     resumed = banner(page, "runs", "finished").inner_text()
+    wait_for_two_lines(page, "#runs-loss")  # the resumed run's whole curve
     assert "ComfyUI file:" in resumed and stopped_run.name in resumed
     assert data_files(stopped_run / "pipeline_status.json") == stopped_data
     shot(page, "07_resumed_run_finished")
@@ -228,6 +237,7 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
     page.wait_for_function("() => document.querySelector('#pipeline-banner').innerText.includes('已完成')", timeout=30_000)
     zh_banner = page.locator("#pipeline-banner").inner_text()
     assert "ComfyUI 文件" in zh_banner and "分场景+标注视频+预处理+训练" in zh_banner  # the job's title too
+    wait_for_two_lines(page, "#pipeline-loss")  # still drawn after the switch (the series keep their names)
     shot(page, "10_zh_pipeline")
     page.get_by_role("tab", name="训练监控").click()
     page.wait_for_function("() => document.querySelector('#runs-banner').innerText.includes('已完成')", timeout=30_000)

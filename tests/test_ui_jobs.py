@@ -239,5 +239,5 @@ def test_a_stopped_jobs_outcome_stays_with_its_tab_after_the_next_job_starts(run
         assert word in banner and outcome.checkpoint in banner and 'data-state="stopped"' in banner
     log = monitor.human_lines(runner.read_log(job.id))
     assert "train step 1" in log and '"event"' not in log
-    points = monitor.loss_frame(loss_points(runner.events(job.id)), "en")  # losses printed as strings
+    points = monitor.loss_frame(loss_points(runner.events(job.id)))  # losses printed as strings
     assert str(points["value"].dtype) == "float64" and set(points["series"]) == {"loss", "smoothed"}

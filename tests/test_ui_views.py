@@ -63,11 +63,11 @@ def test_loss_values_are_numbers_with_a_smoothed_line_whatever_the_log_held():
               {"event": "validation", "step": 2}]
     points = loss_points(events)
     assert points == [(1, 2.5), (2, 1.0)]  # strings read as numbers, NaN dropped, a resumed step's latest value
-    frame = monitor.loss_frame(points, "zh")
+    frame = monitor.loss_frame(points)
     assert frame["value"].dtype.kind == "f" and frame["step"].dtype.kind == "i"
-    assert list(frame["series"]) == ["损失", "损失", "平滑", "平滑"]
+    assert list(frame["series"]) == ["loss", "loss", "smoothed", "smoothed"]
     assert frame["value"].iloc[2] == 2.5  # the smoothed line starts at the first loss (debiased)
-    empty = monitor.loss_frame([], "en")  # an empty object-typed frame made the plot's y axis categorical
+    empty = monitor.loss_frame([])  # an empty object-typed frame made the plot's y axis categorical
     assert empty["value"].dtype.kind == "f" and empty["step"].dtype.kind == "i"
 
 

@@ -221,7 +221,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "project.created": ("已创建项目 {name}：{count} 个文件复制到 {path}",
                         "Created project {name}: {count} files copied to {path}"),
     "plot.loss": ("损失", "loss"),
-    "plot.smoothed": ("平滑", "smoothed"),
+    "plot.label": ("损失曲线（蓝：每步的损失，橙：平滑后）", "Loss curve (blue: each step's loss, orange: smoothed)"),
     "plot.step": ("步数", "step"),
     "gallery.caption": ("第 {step} 步：{prompt}", "Step {step}: {prompt}"),
     "gallery.empty": ("还没有验证视频。", "No validation videos yet."),

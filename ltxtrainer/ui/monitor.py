@@ -312,14 +312,20 @@ def log_html(text: str, empty: str) -> str:
 # ---- the loss plot and the validation videos ---------------------------------------------------------
 
 
-def loss_frame(points: list[tuple[int, float]], lang: str) -> pd.DataFrame:
+# The plot's two series. Their names stay the same in every language: gradio 6.31's LinePlot keeps
+# the colour domain it first saw and draws no lines once the series names change (a language
+# switch), so the plot's label says which colour is which instead of a legend.
+LOSS_SERIES = ("loss", "smoothed")
+
+
+def loss_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
     """Long-format loss and its smoothed line for gr.LinePlot (numeric step and value columns)."""
     steps = [step for step, _ in points]
     losses = [loss for _, loss in points]
     frame = pd.DataFrame({
         "step": steps * 2,
         "value": losses + smoothed(losses),
-        "series": [t("plot.loss", lang)] * len(points) + [t("plot.smoothed", lang)] * len(points),
+        "series": [LOSS_SERIES[0]] * len(points) + [LOSS_SERIES[1]] * len(points),
     })
     return frame.astype({"step": "int64", "value": "float64"})
 

@@ -133,7 +133,7 @@ def loss_and_videos(run_dir, events: list[dict], lang: str):
     """
     records = read_jsonl(run_dir / METRICS_FILE) if run_dir else []
     points = loss_points(records or events)
-    frame = monitor.loss_frame(points, lang) if points else None
+    frame = monitor.loss_frame(points) if points else None
     videos = monitor.gallery_html(gallery_items(run_dir, MAX_VIDEOS) if run_dir else [], lang)
     return frame, videos
 
@@ -181,11 +181,11 @@ def cancel_queued(ui, job_id: str | None, lang: str) -> str:
     return t("queue.cancelled", lang, title=monitor.job_title(job, lang))
 
 
-def loss_plot(ui, lang: str) -> gr.LinePlot:
+def loss_plot(ui, lang: str, elem_id: str) -> gr.LinePlot:
     return ui.tr(
-        gr.LinePlot(None, x="step", y="value", color="series", label=t("pipe.loss", lang),
-                    x_title=t("plot.step", lang), y_title=t("plot.loss", lang), height=280),
-        label="pipe.loss", x_title="plot.step", y_title="plot.loss",
+        gr.LinePlot(None, x="step", y="value", color="series", label=t("plot.label", lang),
+                    x_title=t("plot.step", lang), y_title=t("plot.loss", lang), height=280, elem_id=elem_id),
+        label="plot.label", x_title="plot.step", y_title="plot.loss",
     )
 
 
@@ -269,7 +269,7 @@ def build(ui) -> None:
             cancel = ui.tr(gr.Button(t("queue.cancel", lang), size="sm"), value="queue.cancel")
     with gr.Row():
         with gr.Column():
-            loss = loss_plot(ui, lang)
+            loss = loss_plot(ui, lang, "pipeline-loss")
         with gr.Column():
             videos = gr.HTML(elem_id="pipeline-videos")
     job_id = gr.State(None)

@@ -75,7 +75,7 @@ def build(ui) -> None:
     progress = gr.HTML(elem_id="runs-progress")
     with gr.Row():
         with gr.Column():
-            loss = loss_plot(ui, lang)
+            loss = loss_plot(ui, lang, "runs-loss")
         with gr.Column():
             videos = gr.HTML(elem_id="runs-videos")
     job_id = gr.State(None)
