@@ -90,7 +90,7 @@ def run_demo(output_dir: str | Path, model_path: str | Path | None = None) -> in
 
 
 def demo_run_paths(options: PipelineOptions) -> ProjectPaths:
-    """The folders of the demo's newest run (the one a finished `run_demo` trained or found done)."""
+    """The folders of the run the demo's pipeline used last (the one `run_demo` trained or found done)."""
     return project_paths(options, project_runs(options)[0].name)
 
 

@@ -14,6 +14,7 @@ import torch
 from diffusers import LTXPipeline
 from PIL import Image
 
+from ltxtrainer.dataset_key import PRECOMPUTED
 from ltxtrainer.media import load_clip, probe_video
 from ltxtrainer.models.folder import ModelFolderError
 from ltxtrainer.models.ltx_video import load_vae
@@ -57,23 +58,24 @@ def test_files_follow_the_reference_layout_and_each_shape_gets_its_bucket(prepro
     # (latent frames, height, width) for 96x64x17, a one-frame 64x64 image, and 64x96x17
     expected = {"land.mp4": (3, 2, 3), "still.png": (1, 2, 2), "sub/port.mp4": (3, 3, 2)}
     for relative, (frames, height, width) in expected.items():
-        latents_path, conditions_path = precomputed_paths(dataset, relative)
+        latents_path, conditions_path = precomputed_paths(dataset / PRECOMPUTED, relative)
         latents = torch.load(latents_path, weights_only=True)
         assert set(latents) == {"latents", "num_frames", "height", "width", "fps"}
         assert (latents["num_frames"], latents["height"], latents["width"]) == (frames, height, width)
         assert latents["latents"].shape == (frames * height * width, TINY_LATENT_CHANNELS)
         assert latents["latents"].dtype == torch.float32 and isinstance(latents["fps"], float)
         conditions = torch.load(conditions_path, weights_only=True)
-        assert conditions["prompt_embeds"].shape == (128, TINY_TEXT_HIDDEN)
+        # 256 T5 tokens by default, as the reference trainer and LTXConditionPipeline encode
+        assert conditions["prompt_embeds"].shape == (256, TINY_TEXT_HIDDEN)
         assert conditions["prompt_attention_mask"].dtype == torch.bool
-        assert conditions["prompt_attention_mask"].shape == (128,)
-        assert 0 < conditions["prompt_attention_mask"].sum() < 128
+        assert conditions["prompt_attention_mask"].shape == (256,)
+        assert 0 < conditions["prompt_attention_mask"].sum() < 256
     assert latents_path.relative_to(dataset).as_posix() == ".precomputed/latents/sub/port.pt"
-    assert not precomputed_paths(dataset, "bad.mp4")[0].exists()
+    assert not precomputed_paths(dataset / PRECOMPUTED, "bad.mp4")[0].exists()
     manifest = json.loads((dataset / ".precomputed" / "manifest.json").read_text(encoding="utf-8"))
     buckets = {key: entry["latents"]["bucket"] for key, entry in manifest["samples"].items()}
     assert buckets == {"land.mp4": "96x64x17", "still.png": "64x64x1", "sub/port.mp4": "64x96x17"}
-    assert manifest["samples"]["land.mp4"]["conditions"]["max_sequence_length"] == 128
+    assert manifest["samples"]["land.mp4"]["conditions"]["max_sequence_length"] == 256
 
 
 def test_stored_latents_are_the_pipelines_own_encoding_and_decode_back(preprocessed, tiny_model_dir):
@@ -85,7 +87,7 @@ def test_stored_latents_are_the_pipelines_own_encoding_and_decode_back(preproces
         encoded = vae.encode(video).latent_dist.mode()
     normalised = LTXPipeline._normalize_latents(encoded, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
     expected = LTXPipeline._pack_latents(normalised, 1, 1)[0]
-    stored = torch.load(precomputed_paths(dataset, "land.mp4")[0], weights_only=True)
+    stored = torch.load(precomputed_paths(dataset / PRECOMPUTED, "land.mp4")[0], weights_only=True)
     torch.testing.assert_close(stored["latents"], expected, rtol=1e-5, atol=1e-5)
 
     unpacked = LTXPipeline._unpack_latents(stored["latents"][None], 3, 2, 3, 1, 1)
@@ -121,7 +123,7 @@ def test_rerun_does_only_what_changed(tmp_path, tiny_model_dir):
     again = preprocess_dataset(dataset, BUCKETS, tiny_model_dir)
     assert (again.computed, again.skipped, again.failed) == ([], ["a.mp4", "b.mp4"], {})
 
-    latents_b, conditions_b = precomputed_paths(dataset, "b.mp4")
+    latents_b, conditions_b = precomputed_paths(dataset / PRECOMPUTED, "b.mp4")
     latents_stamp, old_embeds = latents_b.stat().st_mtime_ns, torch.load(conditions_b)["prompt_embeds"]
     (dataset / "b.txt").write_text("a dog walks in the city", encoding="utf-8")
     edited = preprocess_dataset(dataset, BUCKETS, tiny_model_dir)
@@ -133,12 +135,12 @@ def test_rerun_does_only_what_changed(tmp_path, tiny_model_dir):
     assert preprocess_dataset(dataset, BUCKETS, tiny_model_dir, max_sequence_length=64).computed == ["a.mp4", "b.mp4"]
     rebucketed = preprocess_dataset(dataset, "64x64x17;64x96x17", tiny_model_dir, max_sequence_length=64)
     assert (rebucketed.computed, rebucketed.skipped) == (["a.mp4"], ["b.mp4"])
-    assert torch.load(precomputed_paths(dataset, "a.mp4")[0])["width"] == 2
+    assert torch.load(precomputed_paths(dataset / PRECOMPUTED, "a.mp4")[0])["width"] == 2
 
     # A deleted clip's files go, so it no longer trains.
     os.remove(dataset / "a.mp4")
     pruned = preprocess_dataset(dataset, "64x64x17;64x96x17", tiny_model_dir, max_sequence_length=64)
-    assert pruned.removed == ["a.mp4"] and not precomputed_paths(dataset, "a.mp4")[0].exists()
+    assert pruned.removed == ["a.mp4"] and not precomputed_paths(dataset / PRECOMPUTED, "a.mp4")[0].exists()
 
 
 def test_another_model_recomputes_everything(tmp_path, tiny_model_dir):
@@ -162,7 +164,7 @@ def test_short_clips_are_skipped_or_shrunk(tmp_path, tiny_model_dir):
     assert "12 frames" in skipped.failed["short.mp4"] and not skipped.computed
     shrunk = preprocess_dataset(dataset, "64x64x17", tiny_model_dir, on_short="shrink")
     assert shrunk.computed == ["short.mp4"]
-    assert torch.load(precomputed_paths(dataset, "short.mp4")[0])["num_frames"] == 2  # 9 frames -> 2 latent
+    assert torch.load(precomputed_paths(dataset / PRECOMPUTED, "short.mp4")[0])["num_frames"] == 2  # 9 frames -> 2 latent
 
 
 def test_missing_shard_stops_before_any_work(tmp_path, tiny_model_dir):
@@ -194,9 +196,62 @@ def test_command_line_runs_and_explains_errors(tmp_path, tiny_model_dir):
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[-1]["event"] == "summary" and events[-1]["computed"] == 1
-    assert precomputed_paths(dataset, "片段 1.mp4")[0].is_file()
+    assert precomputed_paths(dataset / PRECOMPUTED, "片段 1.mp4")[0].is_file()
     assert (dataset / ".precomputed" / "decoded" / "片段 1.mp4").is_file()
 
     bad = run_cli(dataset, "--resolution-buckets", "64x90x17", "--model-path", tiny_model_dir, cwd=tmp_path)
     assert bad.returncode != 0
     assert "64x90x17" in bad.stderr and "multiples of 32" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def summary_of(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()][-1]
+
+
+def test_vae_tiling_encodes_large_frames_tile_by_tile(tmp_path, tiny_model_dir):
+    """Frames larger than one VAE tile (512 px) are encoded in tiles: the same latent grid, other numbers."""
+    dataset = tmp_path / "set"
+    make_clip(dataset / "big.mp4", width=544, height=544, frames_per_scene=(9,))
+    (dataset / "big.txt").write_text("a red square", encoding="utf-8")
+    common = ("--resolution-buckets", "544x544x9", "--model-path", tiny_model_dir, "--max-sequence-length", "16")
+    assert summary_of(run_cli(dataset, *common, "--vae-tiling", "--output-dir", tmp_path / "tiled", cwd=tmp_path))[
+        "computed"] == 1
+    preprocess_dataset(dataset, "544x544x9", tiny_model_dir, max_sequence_length=16, output_dir=tmp_path / "whole")
+    tiled = torch.load(precomputed_paths(tmp_path / "tiled", "big.mp4")[0], weights_only=True)
+    whole = torch.load(precomputed_paths(tmp_path / "whole", "big.mp4")[0], weights_only=True)
+    assert (tiled["num_frames"], tiled["height"], tiled["width"]) == (whole["num_frames"], whole["height"], whole["width"])
+    assert tiled["latents"].shape == whole["latents"].shape == (2 * 17 * 17, TINY_LATENT_CHANNELS)
+    assert not torch.equal(tiled["latents"], whole["latents"])  # the flag reached the VAE
+    assert not (dataset / PRECOMPUTED).exists()  # --output-dir took everything
+
+
+def test_overwrite_recomputes_what_is_up_to_date(tmp_path, tiny_model_dir):
+    dataset = tmp_path / "set"
+    make_clip(dataset / "a.mp4", width=64, height=64, frames_per_scene=(9,))
+    (dataset / "a.txt").write_text("a red square", encoding="utf-8")
+    common = ("--resolution-buckets", "64x64x9", "--model-path", tiny_model_dir, "--max-sequence-length", "16")
+    assert preprocess_dataset(dataset, "64x64x9", tiny_model_dir, max_sequence_length=16).computed == ["a.mp4"]
+    latents_path, conditions_path = precomputed_paths(dataset / PRECOMPUTED, "a.mp4")
+    stamps = latents_path.stat().st_mtime_ns, conditions_path.stat().st_mtime_ns
+    first = torch.load(latents_path, weights_only=True)["latents"]
+    again = preprocess_dataset(dataset, "64x64x9", tiny_model_dir, max_sequence_length=16)
+    assert (again.computed, again.skipped) == ([], ["a.mp4"])
+    assert (latents_path.stat().st_mtime_ns, conditions_path.stat().st_mtime_ns) == stamps
+    forced = summary_of(run_cli(dataset, *common, "--overwrite", cwd=tmp_path))
+    assert (forced["computed"], forced["skipped"]) == (1, 0)
+    assert latents_path.stat().st_mtime_ns != stamps[0] and conditions_path.stat().st_mtime_ns != stamps[1]
+    torch.testing.assert_close(torch.load(latents_path, weights_only=True)["latents"], first)  # the mode: deterministic
+
+
+def test_a_dataset_nothing_of_which_can_be_used_says_why_each_file_failed(tmp_path, tiny_model_dir):
+    dataset = tmp_path / "set"
+    make_clip(dataset / "short.mp4", width=64, height=64, frames_per_scene=(12,))
+    (dataset / "short.txt").write_text("a red square", encoding="utf-8")
+    make_clip(dataset / "nocap.mp4", width=64, height=64, frames_per_scene=(20,))
+    result = run_cli(dataset, "--resolution-buckets", "64x64x17", "--model-path", tiny_model_dir, cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Preprocessing stopped: none of the 2 media file(s)")
+    assert "short.mp4 (has 12 frames, fewer than its bucket" in last and "--on-short shrink" in last
+    assert "nocap.mp4 (no caption" in last

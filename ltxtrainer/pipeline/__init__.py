@@ -44,8 +44,8 @@ JSON lines on stdout (one object each, `ltxtrainer.progress.emit`):
   each tagged with its `stage`, and `error` before an unsuccessful end;
 - last: `{"event": "pipeline_end", "status": "finished"|"stopped"|"failed"|"refused", "run_name",
   "run_dir", "lora", "comfyui_lora", "checkpoint", "stage", "message"}`: the message is one
-  paragraph, the reason first (failed, refused), or for stopped the checkpoint and the exact way
-  to continue.
+  paragraph, the reason first (failed, refused), for stopped the checkpoint and the exact way to
+  continue, for finished where the LoRA and the ComfyUI file are.
 `pipeline_status.json` holds `project`, `run_name`, `data_key`, `precomputed_dir`,
 `data_manifest_sha256`, `state` (running, finished, stopped, failed, refused), `error` and every
 stage's status, message, times and artefacts.

@@ -52,7 +52,6 @@ class RunStatus:
 
     def __init__(self, options: PipelineOptions, paths: ProjectPaths, requested: tuple[str, ...], trains: bool):
         self.path = paths.status_file if trains else paths.dataset_status_file
-        self.paths = paths if trains else None
         self.previous = read_json(self.path) if trains else {}
         previous_stages = self.previous.get("stages", {})
         self.data: dict[str, Any] = {

@@ -99,7 +99,8 @@ def read_json(path: Path) -> dict:
 
 
 def project_runs(options: PipelineOptions) -> list[Path]:
-    """The run folders of this project (a status file naming it, and a config), newest first."""
+    """The run folders of this project (a status file naming it, and a config), the one a pipeline
+    process used last first (its status file is the newest)."""
     outputs = Path(options.outputs_dir)
     if not outputs.is_dir():
         return []
@@ -109,4 +110,4 @@ def project_runs(options: PipelineOptions) -> list[Path]:
             continue
         if read_json(folder / STATUS_FILE).get("project") == options.project:
             runs.append(folder)
-    return sorted(runs, key=lambda folder: (folder / CONFIG_FILE).stat().st_mtime_ns, reverse=True)
+    return sorted(runs, key=lambda folder: (folder / STATUS_FILE).stat().st_mtime_ns, reverse=True)

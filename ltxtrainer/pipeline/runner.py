@@ -296,6 +296,8 @@ class _PipelineRun:
         except OSError as error:
             report = check_model_folder(self.model)
             return report.message() if not report.ok else f"Cannot read the clips or the model files: {error}"
+        data_dir = self.paths.data_folder(self.data_key)
+        self.status.set_data(self.data_key, data_dir, manifest_digest(data_dir))
         return None
 
     def _train_plan(self) -> Plan | None:
@@ -364,7 +366,12 @@ class _PipelineRun:
                 if value and key in ("scenes_dir", "captions_file", "precomputed_dir", "config", "lora", "comfyui_lora"):
                     say(f"  {key:15} {value}")
         say(f"Pipeline finished; status in {self.status.path}")
-        return self._end("finished", None, "", EXIT_OK)
+        paths = self.paths
+        if self.trains and paths.comfy_file.is_file():
+            message = f"Run {paths.run_name} is finished: the LoRA is {paths.lora_file}, for ComfyUI {paths.comfy_file}."
+        else:
+            message = f"Finished {', '.join(self.requested)}; status in {self.status.path}."
+        return self._end("finished", None, message, EXIT_OK)
 
     def _end(self, state: str, stage: str | None, message: str, code: int) -> int:
         self.status.finish(state, {"stage": stage, "message": message} if stage and state != "finished" else None)
