@@ -144,10 +144,13 @@ def test_one_click_pipeline_on_tiny_models_to_a_comfyui_file(server, workspace):
     assert "已完成" in dataset_banner and f"重新标注 {PROJECT}/{clip}" in dataset_banner  # its title in the page's language
 
     # the runs tab sees the finished run, with its loss curve and videos; it is not resumable
-    runs = client.predict(api_name="/list_runs")
-    assert run_dir.name in json.dumps(runs, ensure_ascii=False)
+    client.predict(None, api_name="/list_runs")  # the page's run list learns the new run
+    runs, table, refreshed_plot, refreshed_videos = client.predict(run_dir.name, api_name="/list_runs")
+    assert run_dir.name in json.dumps(runs, ensure_ascii=False) and ["已完成", f"{total} / {total}"] == [
+        row[1:3] for row in table["data"] if row[0] == run_dir.name][0]
     loss_plot, videos = client.predict(run_dir.name, api_name="/show_run")
     assert len(loss_plot["data"]) == 2 * total and f"第 {total} 步" in videos
+    assert refreshed_plot == loss_plot and refreshed_videos == videos  # Refresh reloads the chosen run
     assert "不能继续" in client.predict(run_dir.name, api_name="/resume_run")
 
 
@@ -197,9 +200,11 @@ def test_language_switch_is_remembered_and_the_api_key_never_is(server, workspac
 
 def test_api_key_reaches_only_the_child_environment_and_the_failure_is_shown(server, workspace):
     client, runner = server
+    make_clip(workspace.train_date / "KEYTEST" / "uncaptioned.mp4", width=96, height=64, frames_per_scene=(20,))
+    client.predict(api_name="/list_projects")
     # 127.0.0.1:9 refuses connections: the caption stage fails after the key reached it
-    client.predict(PROJECT, "64x64", 17, "shrink", ["caption"], 0, "", "tiny", "api", "http://127.0.0.1:9/v1",
-                   "vision-model", SECRET, api_name="/start_pipeline")
+    client.predict("KEYTEST", "64x64", 17, "shrink", ["split", "caption"], 0, "", "tiny", "api",
+                   "http://127.0.0.1:9/v1", "vision-model", SECRET, api_name="/start_pipeline")
     job = wait_for_job(runner, "pipeline", timeout=120)
     assert job.status == "failed"
     assert "LTXT_CAPTION_API_KEY" in job.argv and SECRET not in " ".join(job.argv)
@@ -211,7 +216,7 @@ def test_api_key_reaches_only_the_child_environment_and_the_failure_is_shown(ser
         banner, *_ = poll(client, lang)
         assert word in banner and 'data-state="failed"' in banner
         assert html.escape(end["message"][:60]) in banner  # the reason, first paragraph, on the page
-    status = workspace.datasets / PROJECT / "pipeline_status.json"  # a run that trains nothing records here
+    status = workspace.datasets / "KEYTEST" / "pipeline_status.json"  # a run that trains nothing records here
     assert SECRET not in status.read_text(encoding="utf-8")
 
 
