@@ -241,6 +241,7 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
     shot(page, "10_zh_pipeline")
     page.get_by_role("tab", name="训练监控").click()
     page.wait_for_function("() => document.querySelector('#runs-banner').innerText.includes('已完成')", timeout=30_000)
+    wait_for_two_lines(page, "#runs-loss")  # the run its Resume continued is chosen again after the reload
     shot(page, "11_zh_runs")
     page.get_by_role("tab", name="转换为ComfyUI格式").click()
     page.wait_for_function("() => document.querySelector('#export-banner').innerText.includes('输出文件')", timeout=30_000)

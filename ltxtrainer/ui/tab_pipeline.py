@@ -220,7 +220,8 @@ def build(ui) -> None:
         frames = ui.remembered(
             ui.tr(gr.Dropdown(initial_choices, value=default_frames(initial_fitting, saved.get("frames")),
                               allow_custom_value=True, label=t("pipe.frames", lang), info=t("pipe.frames_any", lang)),
-                  label="pipe.frames", info="pipe.frames_any"),
+                  label="pipe.frames", info="pipe.frames_any",
+                  choices=lambda lang: frame_choices(ui, preselected_project(ui, ui.settings()), lang)[0]),
             "frames", lambda saved, lang: _restore_frames(ui, saved, lang),
         )
         on_short = ui.remembered(ui.tr(

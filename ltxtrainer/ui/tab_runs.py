@@ -121,7 +121,16 @@ def build(ui) -> None:
             now,
         )
 
-    ui.on_show(run, lambda lang: gr.update(choices=run_names(ui)))
+    def fresh_runs(current, lang):
+        """The runs as they are now; keep the chosen one, else the run of the newest job started here."""
+        names = run_names(ui)
+        if current not in names:
+            job = own_job(ui, None, TAB)
+            folder = monitor.run_dir_of(job, ui.runner.events(job.id)) if job else None
+            current = folder.name if folder is not None and folder.name in names else None
+        return gr.update(choices=names, value=current)
+
+    ui.on_show(run, fresh_runs, [run])
     ui.on_show(table, lambda lang: runs_table(ui, lang))
     refresh.click(refresh_runs, inputs=[run, ui.lang], outputs=[run, table, loss, videos], api_name="list_runs")
     run.change(show_run, inputs=[run, ui.lang], outputs=[loss, videos], api_name="show_run")
