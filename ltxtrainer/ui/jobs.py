@@ -282,10 +282,6 @@ class JobRunner:
                 return matching[-1]
         return jobs[0] if jobs else None
 
-    def latest(self, kinds: tuple[str, ...]) -> Job | None:
-        """The newest job of these kinds, whatever its state: what a reopened tab shows."""
-        return next((job for job in self.jobs() if job.kind in kinds), None)
-
     def queue(self) -> list[Job]:
         """Queued jobs, the next to start first."""
         return [job for job in reversed(self.jobs()) if job.status == "queued"]
