@@ -53,8 +53,17 @@ from ltxtrainer.pipeline import (  # noqa: E402
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is refused like every other request: the GUI reads the reason
+    from the last JSON line (pipeline_end), not only from the usage text on stderr."""
+
+    def error(self, message: str) -> None:
+        self.print_usage(sys.stderr)
+        sys.exit(refuse(f"{self.prog}: {message}"))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("project", nargs="?", help="trigger word = folder name under train_date/ (A-Z a-z 0-9 _ -)")
     parser.add_argument("--resolution", default="768x512", help="WIDTHxHEIGHT, multiples of 32 (default 768x512)")
     parser.add_argument("--frames", type=int, default=49, help="frames per clip, 8k+1 (default 49)")

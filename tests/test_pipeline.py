@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ltxtrainer.config import load_config, save_config
+from ltxtrainer.dataset_key import manifest_digest
 from ltxtrainer.pipeline import (
     EXIT_FAILED,
     EXIT_OK,
@@ -34,7 +35,7 @@ from ltxtrainer.pipeline import (
     project_runs,
     run_pipeline,
 )
-from ltxtrainer.pipeline.runner import resume_config
+from ltxtrainer.pipeline.run_choice import resume_config
 from ltxtrainer.preprocess import preprocess_dataset
 from ltxtrainer.stopfile import STOP_FILE_ENV
 from ltxtrainer.synthetic import make_clip
@@ -110,6 +111,15 @@ def test_cli_refuses_a_shell_trigger_word_before_touching_any_folder(tmp_path):
     end = events_of(result.stdout)[-1]  # the GUI sees the refusal and its reason, not just an exit code
     assert (end["event"], end["status"], end["run_dir"]) == ("pipeline_end", "refused", None)
     assert "'x;rm -rf' is refused" in end["message"]
+
+
+def test_a_bad_command_line_value_is_refused_with_the_allowed_values_as_the_last_json_line():
+    result = subprocess.run([sys.executable, "scripts/run_pipeline.py", "cat", "--on-short", "cut"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert result.returncode == EXIT_USAGE
+    end = events_of(result.stdout)[-1]
+    assert (end["event"], end["status"]) == ("pipeline_end", "refused")
+    assert "--on-short: invalid choice: 'cut' (choose from 'shrink', 'skip')" in end["message"]
 
 
 def test_resume_names_the_run_it_continues_and_refuses_a_missing_one(tmp_path, capfd):
@@ -369,6 +379,15 @@ def test_resume_reads_old_layout_data_and_refuses_when_the_data_is_gone(tmp_path
     with pytest.raises(PipelineError, match="only optimization.steps, validation.. and checkpoints.. may change"):
         resume_config(options, paths)
     options.overrides = {}
-    shutil.rmtree(scenes / ".precomputed")
+    data = scenes / ".precomputed"
+    paths.status_file.write_text(json.dumps({"project": "old", "data_manifest_sha256": manifest_digest(data)}),
+                                 encoding="utf-8")
+    assert resume_config(options, paths).optimization.steps == config.optimization.steps
+    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    manifest["samples"]["a.mp4"]["conditions"]["caption_sha256"] = "0" * 16  # re-made from another caption
+    (data / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(PipelineError, match="has changed since"):
+        resume_config(options, paths)
+    shutil.rmtree(data)
     with pytest.raises(PipelineError, match="the data it trained on .* is gone"):
         resume_config(options, paths)

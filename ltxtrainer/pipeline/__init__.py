@@ -3,7 +3,8 @@
 Modules: `request` (the options and their checks), `project` (folders and run names),
 `run_config` (the effective training config), `stages` (each stage's arguments, fingerprint and
 artefacts), `stage_process` (running a stage script, stop requests), `pipeline_status` (the
-status file and the dataset records), `runner` (choosing the run and running the stages).
+status file and the dataset records), `run_choice` (which run folder and which data a request
+trains on), `runner` (running the stages and reporting how the request ended).
 
 Folders of a project whose trigger word is T:
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ltxtrainer.config import ConfigError, TrainerConfig, config_to_yaml, load_config, save_config
-from ltxtrainer.dataset_key import MANIFEST, data_key, manifest_digest
+from ltxtrainer.config import ConfigError, TrainerConfig, config_to_yaml, save_config
+from ltxtrainer.dataset_key import MANIFEST, manifest_digest
 from ltxtrainer.pipeline.pipeline_status import DatasetRecords, RunStatus, now
 from ltxtrainer.pipeline.project import (
     ProjectPaths,
-    bucket_name,
-    new_run_name,
     project_paths,
-    project_runs,
-    read_json,
 )
 from ltxtrainer.pipeline.request import (
     DATASET_STAGES,
@@ -22,18 +18,24 @@ from ltxtrainer.pipeline.request import (
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
+    REPO_ROOT,
     STAGE_SCRIPTS,
     PipelineError,
     PipelineOptions,
     check_request,
     parse_steps,
 )
+from ltxtrainer.pipeline.run_choice import (
+    RESUME_STAGES,
+    RunRefused,
+    check_same_run,
+    choose_run,
+    current_data_key,
+    resume_config,
+)
 from ltxtrainer.pipeline.run_config import (
-    RESUMABLE_CHANGES,
     build_training_config,
-    changed_fields,
     model_source,
-    with_overrides,
 )
 from ltxtrainer.pipeline.stage_process import (
     Redactor,
@@ -56,130 +58,6 @@ from ltxtrainer.pipeline.stages import (
     stage_artefacts,
 )
 from ltxtrainer.progress import emit, say
-
-RESUME_STAGES = ("train", "export")
-
-
-class _Refused(Exception):
-    """A stage cannot run for a reason the caller must act on (exit 2, status "refused")."""
-
-
-def current_data_key(options: PipelineOptions, paths: ProjectPaths, model: str) -> str:
-    """The key of the data this request trains on, from the clips and captions as they are now."""
-    from ltxtrainer.models.folder import resolve_model_path
-
-    return data_key(paths.scenes_dir, bucket_name(options), options.text_length, options.on_short,
-                    resolve_model_path(model))
-
-
-def _data_key_or_none(options: PipelineOptions, paths: ProjectPaths, model: str) -> str | None:
-    """None while there are no clips yet or the model folder cannot be read (its stage says why)."""
-    if not paths.scenes_dir.is_dir():
-        return None
-    try:
-        return current_data_key(options, paths, model)
-    except OSError:
-        return None
-
-
-def _dataset_work_pending(options: PipelineOptions, paths: ProjectPaths, requested: tuple[str, ...],
-                          records: DatasetRecords) -> bool:
-    """Will split or caption do work this time (so the data, and with it the run, may change)?"""
-    for stage, plan_of in (("split", split_plan), ("caption", caption_plan)):
-        if stage not in requested:
-            continue
-        plan = plan_of(options, paths)
-        old = records.done(stage)
-        if plan.refusal or not old or old["fingerprint"] != plan.fingerprint or not outputs_present(stage, paths):
-            return True
-    return False
-
-
-def choose_run(options: PipelineOptions, paths: ProjectPaths, requested: tuple[str, ...],
-               records: DatasetRecords, model: str) -> ProjectPaths:
-    """The run folder of this request: the named one, else the newest run of an identical request
-    (whose status then says whether it is finished or continues), else a new stamped folder.
-
-    Also builds the config once, so a typo in an override is refused before any stage runs.
-    """
-    key = _data_key_or_none(options, paths, model)
-    config = build_training_config(options, paths, paths.data_folder(key) if key else paths.precomputed_dir)
-    if options.run_name:
-        if key and paths.config_file.is_file() and not _dataset_work_pending(options, paths, requested, records):
-            _check_same_run(paths, config)
-        return paths
-    if key is None or _dataset_work_pending(options, paths, requested, records):
-        return project_paths(options, new_run_name(options))
-    for run_dir in project_runs(options):
-        try:
-            saved = load_config(run_dir / "training_config.yaml")
-        except ConfigError:
-            continue  # not a run this request could have made
-        if not changed_fields(saved, config, ignore=("output_dir",)):
-            return project_paths(options, run_dir.name)
-    return project_paths(options, new_run_name(options))
-
-
-def _check_same_run(paths: ProjectPaths, config: TrainerConfig) -> None:
-    """A named run folder that holds a run of other settings or data is never trained into."""
-    try:
-        changes = changed_fields(load_config(paths.config_file), config)
-    except ConfigError as error:
-        changes = [f"(its training_config.yaml cannot be read: {error})"]
-    if changes:
-        raise _Refused(
-            f"Run {paths.run_name!r} ({paths.run_dir}) holds a run of other settings or data "
-            f"(changed: {', '.join(changes)}), so this request cannot train into it. Leave out --run-name "
-            "to start a new run folder, name a new one, or continue that run as it is with "
-            f"--run-name {paths.run_name} --resume."
-        )
-
-
-def _data_root(folder: Path) -> Path | None:
-    """The folder holding latents/ and conditions/: a key folder, or a dataset's old `.precomputed`."""
-    for candidate in (folder, folder / ".precomputed"):
-        if (candidate / "latents").is_dir() and (candidate / "conditions").is_dir():
-            return candidate
-    return None
-
-
-def resume_config(options: PipelineOptions, paths: ProjectPaths) -> TrainerConfig:
-    """The named run's own config (with --set changes of steps, validation or checkpoints), after
-    checking that the data it trained on is still there and unchanged."""
-    if not paths.config_file.is_file():
-        raise PipelineError(
-            f"There is no run {paths.run_name!r} to resume: {paths.config_file} does not exist. "
-            "Pick a run folder from outputs/ (the Runs tab lists them), or leave out --resume to start one."
-        )
-    status = read_json(paths.status_file)
-    if status.get("project") not in (None, options.project):
-        raise PipelineError(
-            f"Run {paths.run_name!r} belongs to project {status['project']!r}, not {options.project!r}; "
-            "resume it under its own project."
-        )
-    blocking = [key for key in options.overrides if not key.startswith(RESUMABLE_CHANGES)]
-    if blocking:
-        raise PipelineError(
-            f"--resume continues run {paths.run_name!r} with its own settings; only optimization.steps, "
-            f"validation.* and checkpoints.* may change, not {', '.join(blocking)}. "
-            "Leave out --resume (and --run-name) to train a new run with those settings."
-        )
-    config = with_overrides(load_config(paths.config_file), options.overrides)
-    recorded_root = Path(config.data.preprocessed_data_root)
-    data_root = _data_root(recorded_root)
-    if data_root is None:
-        raise PipelineError(
-            f"Run {paths.run_name!r} cannot continue: the data it trained on ({recorded_root}) is gone. "
-            "Run the pipeline again without --resume to make the data again and train a new run."
-        )
-    recorded = status.get("data_manifest_sha256")
-    if recorded and manifest_digest(data_root) != recorded:
-        raise PipelineError(
-            f"Run {paths.run_name!r} cannot continue: the data it trained on ({data_root}) has changed since "
-            "(its manifest.json no longer matches), so resuming would train on other data. Run the pipeline "
-            "again without --resume to train a new run on the current data."
-        )
-    return config
 
 
 class _PipelineRun:
@@ -208,7 +86,7 @@ class _PipelineRun:
                     return self._stopped(stage, started=False)
                 try:
                     code = self._stage(stage, stop)
-                except _Refused as refusal:
+                except RunRefused as refusal:
                     self.status.update(stage, status="failed", finished_at=now(), message=str(refusal))
                     return self._end("refused", stage, str(refusal), EXIT_USAGE)
                 if code is not None:
@@ -296,8 +174,9 @@ class _PipelineRun:
         except OSError as error:
             report = check_model_folder(self.model)
             return report.message() if not report.ok else f"Cannot read the clips or the model files: {error}"
-        data_dir = self.paths.data_folder(self.data_key)
-        self.status.set_data(self.data_key, data_dir, manifest_digest(data_dir))
+        if not self.trains:  # a run's status names only the data its training uses (set when it starts)
+            data_dir = self.paths.data_folder(self.data_key)
+            self.status.set_data(self.data_key, data_dir, manifest_digest(data_dir))
         return None
 
     def _train_plan(self) -> Plan | None:
@@ -320,7 +199,7 @@ class _PipelineRun:
             except (PipelineError, ConfigError) as error:
                 return Plan(refusal=str(error))
             if paths.config_file.is_file():
-                _check_same_run(paths, config)
+                check_same_run(paths, config)
         fingerprint = digest(config_to_yaml(config))
         step = latest_checkpoint_step(paths.run_dir)
         if paths.lora_file.is_file() and step is not None and step >= config.optimization.steps:
@@ -351,9 +230,11 @@ class _PipelineRun:
             checkpoint = latest_checkpoint(self.paths.run_dir)
             kept = (f"The latest checkpoint is {checkpoint}." if checkpoint
                     else "No checkpoint was saved yet, so continuing starts at step 0.")
+            outputs = Path(self.options.outputs_dir)
+            elsewhere = "" if outputs.resolve() == (REPO_ROOT / "outputs").resolve() else f' --outputs-dir "{outputs}"'
             return (f"Stopped by the user {when} the {stage} stage. {kept} To continue this run: run_pipeline.py "
-                    f"{self.options.project} --run-name {self.paths.run_name} --resume (the Runs tab's Resume "
-                    "does the same), or run the same request again.")
+                    f"{self.options.project} --run-name {self.paths.run_name} --resume{elsewhere} (the Runs tab's "
+                    "Resume does the same), or run the same request again.")
         return (f"Stopped by the user {when} the {stage} stage; the work of the finished stages is kept. "
                 "Run the same request again to continue from there.")
 
@@ -419,6 +300,6 @@ def run_pipeline(options: PipelineOptions) -> int:
         else:
             resume_with = None
             paths = choose_run(options, paths, requested, records, model)
-    except (PipelineError, ConfigError, _Refused) as error:
+    except (PipelineError, ConfigError, RunRefused) as error:
         return refuse(str(error), paths if options.run_name and paths else None)
     return _PipelineRun(options, paths, requested, records, model, resume_with).run()
