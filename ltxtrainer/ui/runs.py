@@ -185,25 +185,3 @@ def comfy_export_path(exports_dir: Path, lora_relative: str) -> Path:
     parts = [part for part in Path(lora_relative).parent.parts if part != "checkpoints"]
     stem = "_".join(parts) if parts else Path(lora_relative).stem
     return exports_dir / f"{stem}_comfy.safetensors"
-
-
-def progress_summary(events: list[dict]) -> dict:
-    """The latest state of a job from its JSON lines: stage progress, training step, errors."""
-    summary: dict = {"stage": None, "done": None, "total": None, "step": None, "total_steps": None,
-                     "loss": None, "eta_s": None, "error": None, "outputs": [], "videos": []}
-    for event in events:
-        kind = event.get("event")
-        if kind == "progress":
-            summary.update(stage=event.get("stage"), done=event.get("done"), total=event.get("total"))
-        elif kind == "pipeline":
-            summary["stage"] = event.get("stage")
-        elif kind == "step":
-            summary.update(stage="train", step=event.get("step"), total_steps=event.get("total_steps"),
-                           loss=event.get("loss"), eta_s=event.get("eta_s"))
-        elif kind == "validation":
-            summary["videos"].extend(event.get("videos") or [])
-        elif kind == "error":
-            summary["error"] = event.get("message")
-        elif kind == "export" and event.get("output"):
-            summary["outputs"].append(event["output"])
-    return summary
