@@ -196,6 +196,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "queue.cancelled": ("已取消：{title}", "Cancelled: {title}"),
     "queue.not_queued": ("这个任务已经不在队列中了。", "That job is no longer queued."),
     "queue.row": ("{position}. {title}", "{position}. {title}"),
+    "queue.recent": ("**最近结束的任务**", "**Recently ended**"),
+    "queue.ended": ("{title}：{state}", "{title}: {state}"),
     "queue.running": ("正在运行：{title}", "Running now: {title}"),
     "project.new": ("新建项目（上传视频和图片）", "New project (upload videos and images)"),
     "project.name": ("项目名称（触发词）", "Project name (trigger word)"),

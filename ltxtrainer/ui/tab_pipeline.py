@@ -113,12 +113,24 @@ def own_job(ui, job_id: str | None, tab: str) -> Job | None:
     return next((job for job in ui.runner.jobs() if job.meta.get("tab") == tab), None)
 
 
+RECENT_OUTCOMES = 5
+
+
 def queue_text(ui, lang: str) -> str:
-    running = [job for job in ui.runner.jobs() if job.active]
-    lines = [t("queue.running", lang, title=monitor.job_title(job, lang)) for job in running]
+    """The running job, the queue in order, and how the last few jobs ended (whichever tab started them)."""
+    jobs = ui.runner.jobs()
+    lines = [t("queue.running", lang, title=monitor.job_title(job, lang)) for job in jobs if job.active]
     lines += [t("queue.row", lang, position=n, title=monitor.job_title(job, lang))
               for n, job in enumerate(ui.runner.queue(), start=1)]
-    return "  \n".join(lines) if lines else t("queue.empty", lang)
+    if not lines:
+        lines.append(t("queue.empty", lang))
+    ended = [job for job in jobs if job.done][:RECENT_OUTCOMES]
+    if ended:
+        lines.append(t("queue.recent", lang))
+        for job in ended:
+            state = monitor.job_outcome(job, ui.runner.events(job.id), "", lang).state
+            lines.append(t("queue.ended", lang, title=monitor.job_title(job, lang), state=t(f"status.{state}", lang)))
+    return "  \n".join(lines)
 
 
 def queue_choices(ui, lang: str) -> list[tuple[str, str]]:
