@@ -6,10 +6,14 @@ import json
 import sys
 import textwrap
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from ltxtrainer.ui.jobs import JOB_FILE, JobRunner, parse_events, read_log_tail
+from ltxtrainer.ui import monitor
+from ltxtrainer.ui.jobs import JOB_FILE, DuplicateJobError, JobRunner, parse_events, read_log_tail
+from ltxtrainer.ui.runs import loss_points
+from ltxtrainer.ui.tab_pipeline import own_job
 
 # A stand-in for train.py's stop protocol: JSON step lines, Ctrl+C -> "checkpoint", exit 130.
 TRAINER_LIKE = textwrap.dedent(
@@ -156,3 +160,84 @@ def test_log_tail_collapses_progress_bar_redraws(tmp_path):
     log.write_bytes(b"start\ntrain  10%\rtrain  50%\rtrain 100%\n{\"event\": \"step\", \"step\": 1}\nnot json {\n")
     assert read_log_tail(log).splitlines() == ["start", "train 100%", '{"event": "step", "step": 1}', "not json {"]
     assert parse_events(read_log_tail(log)) == [{"event": "step", "step": 1}]
+
+
+def test_an_identical_second_start_is_refused_while_the_first_is_queued_or_running(runner, tmp_path):
+    blocker = runner.submit("test", "blocker", python(STUBBORN), cwd=tmp_path)
+    wait_for(lambda: runner.get(blocker.id).status == "running")
+    with pytest.raises(DuplicateJobError) as running_copy:
+        runner.submit("test", "blocker again", python(STUBBORN), cwd=tmp_path)
+    assert running_copy.value.existing.id == blocker.id
+    queued = runner.submit("test", "queued", python("print(1)"), cwd=tmp_path)
+    with pytest.raises(DuplicateJobError):
+        runner.submit("test", "queued again", python("print(1)"), cwd=tmp_path)
+    assert [job.id for job in runner.queue()] == [queued.id]
+    runner.submit("test", "other", python("print(2)"), cwd=tmp_path)  # a different command queues
+    assert len(runner.queue()) == 2
+
+
+def test_cancel_takes_only_a_queued_job_out_of_the_queue(runner, tmp_path):
+    blocker = runner.submit("test", "blocker", python(STUBBORN), cwd=tmp_path)
+    queued = runner.submit("test", "queued", python("print('must not run')"), cwd=tmp_path)
+    wait_for(lambda: runner.get(blocker.id).status == "running")
+    assert runner.cancel(blocker.id) is False  # running: Stop, not cancel
+    assert runner.cancel(queued.id) is True
+    assert runner.cancel(queued.id) is False
+    assert runner.get(queued.id).status == "cancelled" and runner.queue() == []
+    # once cancelled, the same command may be queued again
+    again = runner.submit("test", "queued", python("print('must not run')"), cwd=tmp_path)
+    assert runner.get(again.id).status == "queued"
+
+
+# A stand-in for run_pipeline.py's JSON contract: pipeline_start, a training stage, and on Ctrl+C
+# pipeline_end "stopped" with the checkpoint and exit 130.
+PIPELINE_LIKE = textwrap.dedent(
+    """
+    import json, signal, sys, time
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    def emit(**fields):
+        print(json.dumps(fields), flush=True)
+    emit(event="pipeline_start", project="APT", run_name="APT_run", run_dir="/runs/APT_run",
+         status_file="/runs/APT_run/pipeline_status.json", stages=["split", "train", "export"], resume=False)
+    emit(event="pipeline", stage="split", status="done", message="8 scenes")
+    emit(event="pipeline", stage="train", status="running", message="running train.py")
+    for step in range(1, 100000):
+        emit(event="step", step=step, total_steps=1000, loss=str(1.0 / step), steps_per_s=2.0, eta_s=(1000 - step) / 2)
+        print(f"train step {step}", file=sys.stderr, flush=True)
+        if stop:
+            emit(event="checkpoint", step=step, path="/runs/APT_run/checkpoints/step_%06d" % step)
+            emit(event="pipeline_end", status="stopped", run_name="APT_run", run_dir="/runs/APT_run", lora=None,
+                 comfyui_lora=None, checkpoint="/runs/APT_run/checkpoints/step_%06d" % step, stage="train",
+                 message="Stopped at step %d; continue with --run-name APT_run --resume." % step)
+            sys.exit(130)
+        time.sleep(0.05)
+    """
+)
+
+
+def test_a_stopped_jobs_outcome_stays_with_its_tab_after_the_next_job_starts(runner, tmp_path):
+    page = SimpleNamespace(runner=runner)  # what own_job reads of the page: its runner
+    started = runner.submit("pipeline", "APT 64x64x25", python(PIPELINE_LIKE), cwd=tmp_path, meta={"tab": "pipeline"})
+    following = runner.submit("export", "export", python("import time; time.sleep(0.5)"), cwd=tmp_path,
+                              meta={"tab": "export"})
+    wait_for(lambda: any(e["event"] == "step" for e in runner.events(started.id)))
+    running = monitor.stage_progress(runner.events(started.id), runner.get(started.id))
+    assert [(stage.name, stage.state) for stage in running] == [("split", "done"), ("train", "running"),
+                                                                ("export", "pending")]
+    assert running[1].total == 1000 and running[1].rate == 2.0 and running[1].eta_s is not None
+
+    assert runner.stop(started.id) == "interrupted"
+    wait_for(lambda: runner.get(following.id).status != "queued")  # the queue moves on at once
+    job = own_job(page, None, "pipeline")  # a reloaded page: no job id in the session
+    assert job.id == started.id and job.status == "stopped"
+    outcome = monitor.job_outcome(job, runner.events(job.id), runner.read_log(job.id))
+    assert outcome.state == "stopped" and outcome.checkpoint.startswith("/runs/APT_run/checkpoints/step_")
+    assert outcome.run_dir == "/runs/APT_run"
+    for lang, word in (("zh", "已停止"), ("en", "Stopped")):
+        banner = monitor.banner_html(outcome, lang)
+        assert word in banner and outcome.checkpoint in banner and 'data-state="stopped"' in banner
+    log = monitor.human_lines(runner.read_log(job.id))
+    assert "train step 1" in log and '"event"' not in log
+    points = monitor.loss_frame(loss_points(runner.events(job.id)))  # losses printed as strings
+    assert str(points["value"].dtype) == "float64" and set(points["series"]) == {"loss", "smoothed"}

@@ -22,12 +22,13 @@ from ltxtrainer.pipeline import (
     STAGES,
     TEMPLATES,
     check_dimensions,
+    check_project_name,
     parse_resolution,
     template_path,
 )
 from ltxtrainer.ui.jobs import Job, JobRunner
-from ltxtrainer.ui.runs import comfy_export_path
-from ltxtrainer.ui.workspace import AppPaths, clips_folder, forget_caption, project_layout, safe_join
+from ltxtrainer.ui.runs import comfy_export_path, read_pipeline_status
+from ltxtrainer.ui.workspace import AppPaths, clips_folder, forget_caption, safe_join
 
 API_KEY_ENV = "LTXT_CAPTION_API_KEY"  # the variable the GUI's key travels in; never written anywhere
 CONFIG_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -42,7 +43,9 @@ RESOLUTIONS = (
     ("res.square", 320, 320), ("res.square", 512, 512), ("res.square", 640, 640),
     ("res.square", 768, 768), ("res.square", 1024, 1024),
 )
-FRAME_COUNTS = tuple(24 * k + 1 for k in range(1, 16))  # 25, 49, ..., 361
+# Every count the VAE accepts (8k+1), up to the seed GUI's longest; the tab marks those the clips allow.
+FRAME_COUNTS = tuple(8 * k + 1 for k in range(1, 46))  # 9, 17, 25, ..., 361
+ON_SHORT = ("shrink", "skip")  # run_pipeline.py --on-short: what happens to a clip shorter than the frame count
 
 
 def _script(paths: AppPaths, name: str) -> str:
@@ -85,46 +88,81 @@ def start_pipeline(
     api_base_url: str | None = None,
     api_model: str | None = None,
     api_key: str | None = None,
+    run_name: str | None = None,
+    on_short: str = "shrink",
+    train_steps: int | None = None,
+    tab: str = "pipeline",
 ) -> Job:
-    """Queue scripts/run_pipeline.py for a project; raises ValueError with the reason to show."""
+    """Queue scripts/run_pipeline.py for a project; raises ValueError with the reason to show.
+
+    Each request trains a new run folder (the pipeline names it, or `run_name` when typed); the
+    run folder is learnt from the pipeline's first JSON line, so it is not in the job's meta.
+    Raises DuplicateJobError when the identical request is already queued or running.
+    """
     width, height = parse_resolution(resolution)
     check_dimensions(width, height, int(frames))
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}")
+    if on_short not in ON_SHORT:
+        raise ValueError(f"short clips: {on_short!r} is not one of {', '.join(ON_SHORT)}")
     chosen = [step for step in PIPELINE_STEPS if step in steps]
     if not chosen:
         raise ValueError("no steps chosen")
-    layout = project_layout(paths, project, width, height, int(frames))
+    check_project_name(project)
     argv = [
         sys.executable, _script(paths, "run_pipeline.py"), project,
         "--resolution", f"{width}x{height}", "--frames", str(int(frames)), "--steps", ",".join(chosen),
-        "--config-template", template, "--captioner", captioner,
+        "--config-template", template, "--captioner", captioner, "--on-short", on_short,
         "--train-date-dir", str(paths.train_date), "--work-dir", str(paths.datasets), "--outputs-dir", str(paths.outputs),
     ]
+    if train_steps:  # 0 or empty: the template's own number of steps
+        argv += ["--set", f"optimization.steps={int(train_steps)}"]
+    meta = {"project": project, "tab": tab}
+    run_name = (run_name or "").strip()
+    if run_name:
+        argv += ["--run-name", run_name]
+        meta["run_dir"] = str(safe_join(paths.outputs, run_name))
     model_path = template_model_path(paths, template)
     if model_path is not None:
         argv += ["--model-path", str(model_path)]
     extra, secret = caption_arguments(captioner, api_base_url, api_model, api_key)
-    meta = {"project": project, "run_dir": str(layout.run_dir), "status_file": str(layout.status_file),
-            "comfy_file": str(layout.comfy_file)}
-    title = f"{project} {width}x{height}x{int(frames)} ({'+'.join(chosen)})"
+    title = f"{project} {width}x{height}x{int(frames)} ({'+'.join(chosen)})" + (f" {run_name}" if run_name else "")
+    meta["title"] = {"key": "title.pipeline", "project": project, "size": f"{width}x{height}x{int(frames)}",
+                     "stages": chosen, "run": run_name}
     return runner.submit("pipeline", title, argv + extra, cwd=paths.root, meta=meta, secret_env=secret)
 
 
-def start_training(runner: JobRunner, paths: AppPaths, config_file: Path, resume: bool = False) -> Job:
+def start_training(runner: JobRunner, paths: AppPaths, config_file: Path, resume: bool = False,
+                   tab: str = "advanced") -> Job:
     """Queue scripts/train.py for a config already checked by the schema."""
     config = load_config(config_file)
     run_dir = Path(config.output_dir)
     run_dir = run_dir if run_dir.is_absolute() else paths.root / run_dir
     argv = [sys.executable, _script(paths, "train.py"), str(config_file)] + (["--resume"] if resume else [])
     title = f"{'resume' if resume else 'train'} {run_dir.name}"
-    return runner.submit("train", title, argv, cwd=paths.root, meta={"run_dir": str(run_dir)})
+    meta = {"run_dir": str(run_dir), "tab": tab,
+            "title": {"key": "title.resume" if resume else "title.train", "run": run_dir.name}}
+    return runner.submit("train", title, argv, cwd=paths.root, meta=meta)
 
 
-def resume_run(runner: JobRunner, paths: AppPaths, run_name: str) -> Job:
-    """Continue a stopped run from its latest checkpoint, with the config it was trained with."""
+def resume_run(runner: JobRunner, paths: AppPaths, run_name: str, tab: str = "runs") -> Job:
+    """Continue a stopped run from its latest checkpoint, with its own config and data.
+
+    A run the pipeline made is continued by the pipeline (`--run-name NAME --resume`, train
+    only), so the ComfyUI export follows; a run trained from the Advanced tab by train.py alone.
+    """
     run_dir = safe_join(paths.outputs, run_name)
-    return start_training(runner, paths, run_dir / CONFIG_FILE, resume=True)
+    status = read_pipeline_status(run_dir)
+    if not status.get("project"):
+        return start_training(runner, paths, run_dir / CONFIG_FILE, resume=True, tab=tab)
+    argv = [
+        sys.executable, _script(paths, "run_pipeline.py"), str(status["project"]),
+        "--run-name", str(status.get("run_name") or run_dir.name), "--resume",
+        "--train-date-dir", str(paths.train_date), "--work-dir", str(paths.datasets), "--outputs-dir", str(paths.outputs),
+    ]
+    meta = {"project": status["project"], "run_dir": str(run_dir), "tab": tab,
+            "title": {"key": "title.resume", "run": run_dir.name}}
+    return runner.submit("pipeline", f"resume {run_dir.name}", argv, cwd=paths.root, meta=meta)
 
 
 def config_file_for(paths: AppPaths, name: str) -> Path:
@@ -154,6 +192,7 @@ def recaption_clip(
     api_base_url: str | None = None,
     api_model: str | None = None,
     api_key: str | None = None,
+    tab: str = "dataset",
 ) -> Job:
     """Forget one clip's caption and queue the captioning stage, which redoes only missing ones."""
     forget_caption(paths, project, clip)
@@ -162,17 +201,20 @@ def recaption_clip(
     argv = [sys.executable, _script(paths, "caption_videos.py"), str(folder), "--backend", captioner,
             "--trigger-word", project, *extra]
     return runner.submit("caption", f"caption {project}/{clip}", argv, cwd=paths.root,
-                         meta={"project": project, "clip": clip}, secret_env=secret)
+                         meta={"project": project, "clip": clip, "tab": tab,
+                               "title": {"key": "title.caption", "project": project, "clip": clip}},
+                         secret_env=secret)
 
 
-def export_lora(runner: JobRunner, paths: AppPaths, lora_relative: str) -> Job:
+def export_lora(runner: JobRunner, paths: AppPaths, lora_relative: str, tab: str = "export") -> Job:
     """Queue the ComfyUI conversion of a LoRA under outputs/ into outputs/comfyui/."""
     lora = safe_join(paths.outputs, lora_relative)
     if not lora.is_file():
         raise FileNotFoundError(str(lora))
     output = comfy_export_path(paths.comfyui_exports, lora.relative_to(paths.outputs).as_posix())
     argv = [sys.executable, _script(paths, "convert_to_comfyui.py"), str(lora), "--output", str(output)]
-    return runner.submit("export", f"export {lora_relative}", argv, cwd=paths.root, meta={"output": str(output)})
+    return runner.submit("export", f"export {lora_relative}", argv, cwd=paths.root,
+                         meta={"output": str(output), "tab": tab, "title": {"key": "title.export", "lora": lora_relative}})
 
 
 def environment_report(paths: AppPaths, timeout_s: float = 180) -> dict:

@@ -36,6 +36,8 @@ class UI:
     language: str
     lang: gr.State | None = None
     _labels: list[tuple[gr.components.Component | gr.blocks.BlockContext, dict[str, Spec]]] = field(default_factory=list)
+    _restorers: list[tuple[gr.components.Component, Callable[[dict, str], dict]]] = field(default_factory=list)
+    _on_show: list[tuple[gr.components.Component, Callable[..., Any], list]] = field(default_factory=list)
 
     def tr(self, component, **props: Spec):
         """Register a component's translatable properties (label=, info=, value=, choices=)."""
@@ -55,6 +57,41 @@ class UI:
 
     def settings(self) -> dict:
         return load_settings(self.paths.settings_file)
+
+    def remembered(self, component, key: str, restore: Callable[[dict, str], dict] | None = None, save: bool = True):
+        """A form field whose value is saved in settings.json on every change and restored on load.
+
+        `restore(settings, lang)` gives the properties to set on load (default: the saved value,
+        when there is one); a page reload then shows the user's choices, not the server's start.
+        With `save=False` the field only follows the saved value (a second view of one setting).
+        """
+        if save:
+            component.change(lambda value: self.remember(**{key: value}), inputs=component, api_visibility="private",
+                             show_progress="hidden")
+        self._restorers.append((component, restore or (lambda saved, _lang: {"value": saved[key]} if key in saved else {})))
+        return component
+
+    def on_show(self, component, update: Callable[..., Any], inputs: list | None = None) -> None:
+        """Update `component` whenever its tab is opened (a project made or a run started on another tab).
+
+        `update(*inputs, lang)` returns the component's new value or gr.update.
+        """
+        self._on_show.append((component, update, list(inputs or [])))
+
+    def take_on_show(self) -> list[tuple[Any, Callable[..., Any], list]]:
+        taken, self._on_show = self._on_show, []
+        return taken
+
+    def load_updates(self, lang: str) -> tuple[list, list]:
+        """(components, updates) for a page load: labels in `lang` merged with the remembered values."""
+        props: dict[int, tuple[Any, dict]] = {}
+        for component, specs in self._labels:
+            props.setdefault(id(component), (component, {}))[1].update(
+                {prop: self.text(spec, lang) for prop, spec in specs.items()})
+        saved = self.settings()
+        for component, restore in self._restorers:
+            props.setdefault(id(component), (component, {}))[1].update(restore(saved, lang))
+        return [component for component, _ in props.values()], [gr.update(**values) for _, values in props.values()]
 
     def remember(self, **values) -> None:
         remember(self.paths.settings_file, **values)
@@ -82,8 +119,9 @@ def build_app(paths: AppPaths, runner: JobRunner, language: str) -> gr.Blocks:
         )
         with gr.Tabs():
             for key, module in tab_builders:
-                with ui.tr(gr.Tab(t(key, language), id=key.split(".")[1]), label=key):
+                with ui.tr(gr.Tab(t(key, language), id=key.split(".")[1]), label=key) as tab:
                     module.build(ui)
+                _refresh_when_shown(ui, tab)
 
         def switch_language(lang: str):
             ui.remember(language=lang)
@@ -91,13 +129,34 @@ def build_app(paths: AppPaths, runner: JobRunner, language: str) -> gr.Blocks:
 
         switch.change(switch_language, inputs=switch, outputs=[ui.lang, *ui.labelled], api_name="set_language")
 
-        def on_load():
-            """A (re)opened page gets the remembered language (the GPU/model header is one of the labels)."""
-            lang = ui.settings().get("language", language)
-            return [lang, gr.update(value=lang), *ui.label_updates(lang)]
+        loaded, _ = ui.load_updates(language)
 
-        demo.load(on_load, outputs=[ui.lang, switch, *ui.labelled], api_name=False)
+        def on_load():
+            """A (re)opened page gets the remembered language and form values (the GPU/model header is a label)."""
+            lang = ui.settings().get("language", language)
+            return [lang, gr.update(value=lang), *ui.load_updates(lang)[1]]
+
+        demo.load(on_load, outputs=[ui.lang, switch, *loaded], api_visibility="private")
     return demo
+
+
+def _refresh_when_shown(ui: UI, tab: gr.Tab) -> None:
+    """Wire the tab's on_show updates to its selection, so its lists are never stale when opened."""
+    hooks = ui.take_on_show()
+    if not hooks:
+        return
+    inputs = [component for _, _, hook_inputs in hooks for component in hook_inputs]
+
+    def refresh(*values):
+        *values, lang = values
+        updates, position = [], 0
+        for _, update, hook_inputs in hooks:
+            updates.append(update(*values[position:position + len(hook_inputs)], lang))
+            position += len(hook_inputs)
+        return updates if len(updates) > 1 else updates[0]  # one output takes the update itself
+
+    tab.select(refresh, inputs=[*inputs, ui.lang], outputs=[component for component, _, _ in hooks],
+               api_visibility="private", show_progress="hidden")
 
 
 def free_port(preferred: int = DEFAULT_PORT, host: str = "127.0.0.1", attempts: int = 100) -> int:

@@ -47,6 +47,8 @@ ENDED = ("finished", "failed", "stopped", "killed", "cancelled", "lost")
 _POLL_S = 0.3
 
 
+
+
 @dataclass
 class Job:
     id: str
@@ -72,6 +74,14 @@ class Job:
     @property
     def done(self) -> bool:
         return self.status in ENDED
+
+
+class DuplicateJobError(ValueError):
+    """The same command is already queued or running; a second copy would only redo its work."""
+
+    def __init__(self, existing: Job):
+        super().__init__(f"the same job is already {existing.status}: {existing.title}")
+        self.existing = existing
 
 
 def status_from_exit(exit_code: int | None, stop_requests: int) -> str:
@@ -200,7 +210,11 @@ class JobRunner:
         meta: dict | None = None,
         secret_env: dict[str, str] | None = None,
     ) -> Job:
-        """Queue a command; it starts as soon as no other job runs."""
+        """Queue a command; it starts as soon as no other job runs.
+
+        Raises DuplicateJobError when the identical command (same argv and folder) is already
+        queued or running: a second click on Start must not train the same thing twice.
+        """
         job = Job(
             id=time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
             kind=kind,
@@ -212,6 +226,9 @@ class JobRunner:
             needs_secret=bool(secret_env),
         )
         with self._lock:
+            for existing in self._jobs.values():
+                if existing.status in ("queued", *ACTIVE) and existing.argv == job.argv and existing.cwd == job.cwd:
+                    raise DuplicateJobError(Job(**asdict(existing)))
             self._jobs[job.id] = job
             if secret_env:
                 self._secrets[job.id] = dict(secret_env)
@@ -246,6 +263,15 @@ class JobRunner:
         except (ProcessLookupError, PermissionError, OSError):
             return "nothing"
 
+    def cancel(self, job_id: str) -> bool:
+        """Take a job out of the queue before it starts; False when it is no longer queued."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status != "queued":
+                return False
+            self._finish(job, "cancelled", None, "cancelled before it started")
+            return True
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             job = self._jobs.get(job_id)
@@ -266,6 +292,7 @@ class JobRunner:
         return jobs[0] if jobs else None
 
     def queue(self) -> list[Job]:
+        """Queued jobs, the next to start first."""
         return [job for job in reversed(self.jobs()) if job.status == "queued"]
 
     def log_path(self, job_id: str) -> Path:

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ltxtrainer.pipeline import CONFIG_FILE, STATUS_FILE
 
 # The trainer's file names (ltxtrainer.training.trainer / checkpoints), repeated here because
@@ -39,12 +41,57 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def loss_points(events: list[dict]) -> list[tuple[int, float]]:
-    """(step, loss) of every "step" event; a resumed run's repeated steps keep the latest value."""
+    """(step, loss) of every "step" event; a resumed run's repeated steps keep the latest value.
+
+    Values become floats here: a loss written as a string (or a NaN) would otherwise turn the
+    plot's y axis into one category per value.
+    """
     points: dict[int, float] = {}
     for event in events:
-        if event.get("event") == "step" and event.get("loss") is not None:
-            points[int(event["step"])] = float(event["loss"])
+        if event.get("event") != "step" or event.get("loss") is None:
+            continue
+        try:
+            loss = float(event["loss"])
+            step = int(event["step"])
+        except (TypeError, ValueError, KeyError):
+            continue
+        if loss == loss and abs(loss) != float("inf"):
+            points[step] = loss
     return sorted(points.items())
+
+
+def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
+    """An exponential moving average, debiased at the start (as TensorBoard's smoothing slider)."""
+    result, average = [], 0.0
+    for count, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        result.append(average / (1 - weight**count))
+    return result
+
+
+def sample_prompts(run_dir: Path) -> list[str]:
+    """The run's validation prompts (samples/step_N/prompt_II_JJ.mp4 is prompt II)."""
+    try:
+        data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    prompts = (data.get("validation") or {}).get("prompts") or [] if isinstance(data, dict) else []
+    return [str(prompt) for prompt in prompts]
+
+
+_PROMPT_FILE = re.compile(r"^prompt_(\d+)_\d+$")
+
+
+def gallery_items(run_dir: Path, limit: int = 8) -> list[tuple[Path, int, str]]:
+    """(video, step, prompt) of the newest validation videos first."""
+    prompts = sample_prompts(run_dir)
+    items = []
+    for step, videos in sorted(sample_videos(run_dir).items(), reverse=True):
+        for video in videos:
+            match = _PROMPT_FILE.match(video.stem)
+            index = int(match.group(1)) if match else -1
+            items.append((video, step, prompts[index] if 0 <= index < len(prompts) else video.stem))
+    return items[:limit]
 
 
 def sample_videos(run_dir: Path) -> dict[int, list[Path]]:
@@ -138,25 +185,3 @@ def comfy_export_path(exports_dir: Path, lora_relative: str) -> Path:
     parts = [part for part in Path(lora_relative).parent.parts if part != "checkpoints"]
     stem = "_".join(parts) if parts else Path(lora_relative).stem
     return exports_dir / f"{stem}_comfy.safetensors"
-
-
-def progress_summary(events: list[dict]) -> dict:
-    """The latest state of a job from its JSON lines: stage progress, training step, errors."""
-    summary: dict = {"stage": None, "done": None, "total": None, "step": None, "total_steps": None,
-                     "loss": None, "eta_s": None, "error": None, "outputs": [], "videos": []}
-    for event in events:
-        kind = event.get("event")
-        if kind == "progress":
-            summary.update(stage=event.get("stage"), done=event.get("done"), total=event.get("total"))
-        elif kind == "pipeline":
-            summary["stage"] = event.get("stage")
-        elif kind == "step":
-            summary.update(stage="train", step=event.get("step"), total_steps=event.get("total_steps"),
-                           loss=event.get("loss"), eta_s=event.get("eta_s"))
-        elif kind == "validation":
-            summary["videos"].extend(event.get("videos") or [])
-        elif kind == "error":
-            summary["error"] = event.get("message")
-        elif kind == "export" and event.get("output"):
-            summary["outputs"].append(event["output"])
-    return summary

@@ -16,6 +16,8 @@ REMEMBERED = (
     "project",
     "resolution",
     "frames",
+    "on_short",
+    "train_steps",
     "steps",
     "captioner",
     "api_base_url",

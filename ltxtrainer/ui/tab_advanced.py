@@ -211,7 +211,7 @@ def build(ui) -> None:
 
     by_path = {field.path: widget for field, widget in zip(fields, widgets, strict=True)}
     for trigger in [by_path[path].change for path in MEMORY_FIELDS] + [ui.lang.change]:
-        trigger(estimate, inputs=[*widgets, ui.lang], outputs=memory, api_name=False, show_progress="hidden")
+        trigger(estimate, inputs=[*widgets, ui.lang], outputs=memory, api_visibility="private", show_progress="hidden")
     load.click(load_values, inputs=[source, ui.lang], outputs=[*widgets, result], api_name="load_config")
     save.click(save_values, inputs=[*widgets, name, ui.lang], outputs=[result, source], api_name="save_config")
     start.click(start_values, inputs=[*widgets, name, ui.lang], outputs=[result, source], api_name="start_training")

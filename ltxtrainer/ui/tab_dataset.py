@@ -9,8 +9,9 @@ from __future__ import annotations
 import gradio as gr
 
 from ltxtrainer.pipeline import PipelineError
-from ltxtrainer.ui import actions, tab_pipeline
+from ltxtrainer.ui import actions, monitor, tab_pipeline
 from ltxtrainer.ui.i18n import t
+from ltxtrainer.ui.jobs import DuplicateJobError
 from ltxtrainer.ui.workspace import (
     UnsafePathError,
     clip_path,
@@ -21,14 +22,27 @@ from ltxtrainer.ui.workspace import (
 )
 
 _REFUSED = (PipelineError, UnsafePathError, FileNotFoundError, ValueError)
+TAB = "dataset"
+
+
+def outcome_html(ui, job_id: str | None, lang: str) -> str:
+    """The banner of the newest re-caption started here, in place of a "Queued:" line that never changes."""
+    job = tab_pipeline.own_job(ui, job_id, TAB)
+    if job is None:
+        return ""
+    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id), lang), lang)
 
 
 def build(ui) -> None:
     lang = ui.language
     saved = ui.settings()
     with gr.Row():
-        project = ui.tr(gr.Dropdown(tab_pipeline.project_choices(ui, lang), value=None, label=t("common.project", lang),
-                                    scale=4), label="common.project")
+        project = ui.remembered(
+            ui.tr(gr.Dropdown(tab_pipeline.project_choices(ui, lang), value=tab_pipeline.preselected_project(ui, saved),
+                              label=t("common.project", lang), scale=4), label="common.project"),
+            "project", lambda saved, lang: {"choices": tab_pipeline.project_choices(ui, lang),
+                                            "value": tab_pipeline.preselected_project(ui, saved)}, save=False,
+        )
         refresh = ui.tr(gr.Button(t("common.refresh", lang), scale=0), value="common.refresh")
     folder = gr.Markdown()
     with gr.Row():
@@ -50,6 +64,8 @@ def build(ui) -> None:
                             info="common.api_key_info")
             recaption = ui.tr(gr.Button(t("ds.recaption", lang)), value="ds.recaption")
             message = gr.Markdown()
+            banner = gr.HTML(elem_id="dataset-banner")
+    job_id = gr.State(None)
 
     def show_project(name, lang):
         if not name:
@@ -82,18 +98,39 @@ def build(ui) -> None:
 
     def recaption_clip(name, clip_name, captioner, api_base_url, api_model, api_key, lang):
         if not name or not clip_name:
-            return t("msg.no_project", lang)
+            return t("msg.no_project", lang), gr.skip()
         try:
             job = actions.recaption_clip(ui.runner, ui.paths, name, clip_name, captioner, api_base_url, api_model,
                                          api_key)
+        except DuplicateJobError as error:
+            return t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), gr.skip()
         except _REFUSED as error:
-            return t("msg.refused", lang, error=error)
-        return t("msg.queued", lang, title=job.title)
+            return t("msg.refused", lang, error=error), gr.skip()
+        return "", job.id
 
-    refresh.click(lambda lang: gr.update(choices=tab_pipeline.project_choices(ui, lang)), inputs=ui.lang,
-                  outputs=project, api_name=False)
+    def fresh_projects(current, lang):
+        names = [name for _, name in tab_pipeline.project_choices(ui, lang)]
+        value = current if current in names else tab_pipeline.preselected_project(ui, ui.settings())
+        return gr.update(choices=tab_pipeline.project_choices(ui, lang), value=value)
+
+    refresh.click(fresh_projects, inputs=[project, ui.lang], outputs=project, api_visibility="private")
+    def fresh_clips(name, current, lang):
+        """The project's clips as they are now (split since the page opened?); the chosen one kept."""
+        if not name:
+            return gr.update()  # a project chosen by the same opening fills them through project.change
+        try:
+            clips = list_clips(ui.paths, name)
+        except _REFUSED:
+            return gr.update(choices=[], value=None)
+        return gr.update(choices=clips, value=current if current in clips else (clips[0] if clips else None))
+
+    ui.on_show(project, fresh_projects, [project])
+    ui.on_show(clip, fresh_clips, [project, clip])
     project.change(show_project, inputs=[project, ui.lang], outputs=[folder, clip], api_name="list_clips")
     clip.change(show_clip, inputs=[project, clip, ui.lang], outputs=[preview, caption], api_name="show_clip")
     save.click(save_text, inputs=[project, clip, caption, ui.lang], outputs=message, api_name="save_caption")
     recaption.click(recaption_clip, inputs=[project, clip, captioner, api_base_url, api_model, api_key, ui.lang],
-                    outputs=message, api_name="recaption_clip")
+                    outputs=[message, job_id], api_name="recaption_clip")
+    timer = gr.Timer(tab_pipeline.POLL_S)
+    timer.tick(lambda job, lang: outcome_html(ui, job, lang), inputs=[job_id, ui.lang], outputs=banner,
+               api_name="poll_dataset", show_progress="hidden")

@@ -152,5 +152,5 @@ def build(ui) -> None:
     def run_check(lang):
         return report_markdown(refresh_report(ui.paths), lang)
 
-    waiting.tick(fill_in, inputs=ui.lang, outputs=[report, waiting], api_name=False, show_progress="hidden")
+    waiting.tick(fill_in, inputs=ui.lang, outputs=[report, waiting], api_visibility="private", show_progress="hidden")
     check.click(run_check, inputs=ui.lang, outputs=report, api_name="check_env")

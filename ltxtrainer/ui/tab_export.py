@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ltxtrainer.ui import actions
+from ltxtrainer.ui import actions, monitor
 from ltxtrainer.ui.i18n import t
+from ltxtrainer.ui.jobs import DuplicateJobError
 from ltxtrainer.ui.runs import list_loras
+from ltxtrainer.ui.tab_pipeline import POLL_S, own_job, refusal_html
 from ltxtrainer.ui.workspace import UnsafePathError
+
+TAB = "export"
+
+
+def outcome_html(ui, job_id: str | None, lang: str) -> str:
+    """The banner of the newest export started here: queued, running, done (where the file is), failed (why)."""
+    job = own_job(ui, job_id, TAB)
+    if job is None:
+        return ""
+    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id), lang), lang)
 
 
 def build(ui) -> None:
@@ -22,19 +34,28 @@ def build(ui) -> None:
     typed = ui.tr(gr.Textbox(label=t("exp.path", lang), placeholder="APT_768x512x49/lora_weights.safetensors"),
                   label="exp.path")
     convert = ui.tr(gr.Button(t("exp.convert", lang), variant="primary"), value="exp.convert")
-    message = gr.Markdown()
+    message = gr.HTML(elem_id="export-message")
+    banner = gr.HTML(elem_id="export-banner")
+    job_id = gr.State(None)
 
     def convert_lora(chosen, typed_path, lang):
+        title = t("exp.convert", lang)
         relative = (typed_path or "").strip() or chosen
         if not relative:
-            return t("exp.no_lora", lang)
+            return refusal_html(title, t("exp.no_lora", lang), lang), gr.skip()
         try:
             job = actions.export_lora(ui.runner, ui.paths, relative)
+        except DuplicateJobError as error:
+            return refusal_html(title, t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), lang), gr.skip()
         except UnsafePathError as error:
-            return t("msg.refused", lang, error=error)
+            return refusal_html(title, error, lang), gr.skip()
         except FileNotFoundError:
-            return t("exp.missing", lang, path=relative)
-        return t("msg.queued", lang, title=job.title) + "  \n" + t("exp.where", lang, path=job.meta["output"])
+            return refusal_html(title, t("exp.missing", lang, path=relative), lang), gr.skip()
+        return t("exp.where", lang, path=job.meta["output"]), job.id
 
     refresh.click(lambda: gr.update(choices=list_loras(ui.paths.outputs)), outputs=lora, api_name="list_loras")
-    convert.click(convert_lora, inputs=[lora, typed, ui.lang], outputs=message, api_name="convert_lora")
+    ui.on_show(lora, lambda lang: gr.update(choices=list_loras(ui.paths.outputs)))
+    convert.click(convert_lora, inputs=[lora, typed, ui.lang], outputs=[message, job_id], api_name="convert_lora")
+    timer = gr.Timer(POLL_S)
+    timer.tick(lambda job, lang: outcome_html(ui, job, lang), inputs=[job_id, ui.lang], outputs=banner,
+               api_name="poll_export", show_progress="hidden")

@@ -1,39 +1,71 @@
-"""Tab 1, 一键训练流水线 / One-click pipeline: choose a project and a size, start, watch.
+"""Tab 1, 一键训练流水线 / One-click pipeline: make or choose a project, pick a size, start, watch.
 
-The monitor below the form follows the server's current job (whichever tab started it), so a
-refreshed or reopened page shows the running job, its stages, log, loss curve and samples.
+The monitor below the form follows the job this tab started (remembered across reloads as the
+newest job started here), so its outcome banner stays on screen after it ends, even when the
+next queued job has started: finished (LoRA and ComfyUI paths), stopped (checkpoint, how to
+continue), failed or refused (the reason first). The queue is listed with a cancel button.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
-import pandas as pd
 
-from ltxtrainer.pipeline import TEMPLATES
-from ltxtrainer.ui import actions, memory_line
+from ltxtrainer.pipeline import TEMPLATES, PipelineError
+from ltxtrainer.ui import actions, memory_line, monitor
 from ltxtrainer.ui.i18n import t
-from ltxtrainer.ui.jobs import Job
-from ltxtrainer.ui.runs import (
-    METRICS_FILE,
-    loss_points,
-    progress_summary,
-    read_jsonl,
-    read_pipeline_status,
-    sample_videos,
-)
-from ltxtrainer.ui.workspace import list_projects
+from ltxtrainer.ui.jobs import DuplicateJobError, Job
+from ltxtrainer.ui.runs import METRICS_FILE, gallery_items, loss_points, read_jsonl
+from ltxtrainer.ui.workspace import UnsafePathError, clip_frame_counts, create_project, list_projects
 
 CAPTIONERS = ("api", "llava", "qwen", "demo")
 STEP_KEYS = {step: f"step.{step}" for step in actions.PIPELINE_STEPS}
 POLL_S = 1.5
 MAX_VIDEOS = 8
+TAB = "pipeline"  # job.meta["tab"]: which tab shows a job's outcome
+# The default frame count is the largest every clip reaches, but no longer than the templates
+# train (activation memory grows with the frame count; longer clips are a deliberate choice).
+DEFAULT_FRAMES_CAP = 49
+_REFUSED = (PipelineError, UnsafePathError, ValueError, OSError)
 
 
 def project_choices(ui, lang: str) -> list[tuple[str, str]]:
     return [(t("common.project_choice", lang, name=p.name, clips=p.clips, duration=p.duration_s), p.name)
             for p in list_projects(ui.paths)]
+
+
+def preselected_project(ui, saved: dict) -> str | None:
+    """The last project used, else the only one there is."""
+    names = [p.name for p in list_projects(ui.paths)]
+    if saved.get("project") in names:
+        return saved["project"]
+    return names[0] if len(names) == 1 else None
+
+
+def frame_choices(ui, project: str | None, lang: str) -> tuple[list[tuple[str, int]], list[int]]:
+    """Every 8k+1 count, labelled with how many of the project's clips are long enough; and the fitting ones."""
+    counts = clip_frame_counts(ui.paths, project) if project else []
+    choices, fitting = [], []
+    for frames in actions.FRAME_COUNTS:
+        if not counts:
+            choices.append((str(frames), frames))
+            continue
+        long_enough = sum(count >= frames for count in counts)
+        if long_enough == len(counts):
+            fitting.append(frames)
+            choices.append((t("frames.fits", lang, count=frames), frames))
+        else:
+            choices.append((t("frames.partial", lang, count=frames, fit=long_enough, total=len(counts)), frames))
+    return choices, fitting
+
+
+def default_frames(fitting: list[int], current=None) -> int:
+    """Keep the chosen count when every clip allows it; else the largest allowed, up to the cap."""
+    if current not in (None, ""):
+        chosen = int(current)
+        if chosen in fitting or not fitting:
+            return chosen
+    capped = [frames for frames in fitting if frames <= DEFAULT_FRAMES_CAP]
+    return capped[-1] if capped else (fitting[0] if fitting else DEFAULT_FRAMES_CAP)
 
 
 def resolution_choices(lang: str) -> list[tuple[str, str]]:
@@ -52,6 +84,10 @@ def step_choices(lang: str) -> list[tuple[str, str]]:
     return [(t(key, lang), step) for step, key in STEP_KEYS.items()]
 
 
+def on_short_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"on_short.{name}", lang), name) for name in actions.ON_SHORT]
+
+
 def memory_text(ui, template: str, resolution: str, frames, lang: str) -> str:
     """The memory line: the template's estimate against the detected card, in `lang`."""
     return memory_line.memory_text(ui.paths, template, resolution, frames, lang, memory_line.detect_card())
@@ -60,87 +96,105 @@ def memory_text(ui, template: str, resolution: str, frames, lang: str) -> str:
 # ---- the monitor -------------------------------------------------------------------------------
 
 
-def _eta(seconds) -> str:
-    if not seconds:
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+def refusal_html(title: str, error: Exception | str, lang: str) -> str:
+    return monitor.banner_html(monitor.Outcome(state="refused", title=title, message=str(error)), lang)
 
 
-def job_line(ui, job: Job | None, lang: str) -> str:
-    if job is None:
-        return t("job.none", lang)
-    line = t("job.line", lang, title=job.title, status=t(f"status.{job.status}", lang))
-    queued = len(ui.runner.queue())
-    return line + (" " + t("job.queue", lang, count=queued) if queued else "")
+def own_job(ui, job_id: str | None, tab: str) -> Job | None:
+    """The job this tab started: the one in the session, else the newest started from this tab."""
+    if job_id:
+        job = ui.runner.get(job_id)
+        if job is not None:
+            return job
+    return next((job for job in ui.runner.jobs() if job.meta.get("tab") == tab), None)
 
 
-def stages_table(job: Job | None, lang: str) -> str:
-    if job is None or not job.meta.get("run_dir"):
-        return ""
-    status = read_pipeline_status(Path(job.meta["run_dir"])) if job.kind == "pipeline" else {}
-    stages = status.get("stages") or {}
-    if not stages:
-        return ""
-    rows = [t("stages.header", lang)]
-    for stage, entry in stages.items():
-        state = entry.get("status", "pending")
-        label = t(f"step.{stage}", lang) if f"step.{stage}" in STEP_KEYS.values() or stage == "export" else stage
-        message = str(entry.get("message") or "").replace("|", "/").replace("\n", " ")[:160]
-        rows.append(f"| {label} | {t(f'status.{state}', lang) if state else ''} | {message} |")
-    return "\n".join(rows)
+RECENT_OUTCOMES = 5
 
 
-def progress_text(summary: dict, lang: str) -> str:
-    lines = []
-    if summary["stage"] and summary["total"]:
-        lines.append(t("job.stage", lang, stage=summary["stage"], done=summary["done"], total=summary["total"]))
-    if summary["step"] is not None and summary["loss"] is not None:
-        lines.append(t("job.step", lang, step=summary["step"], total=summary["total_steps"], loss=summary["loss"],
-                       eta=_eta(summary["eta_s"])))
-    if summary["error"]:
-        lines.append(t("job.error", lang, message=summary["error"]))
+def queue_text(ui, lang: str) -> str:
+    """The running job, the queue in order, and how the last few jobs ended (whichever tab started them)."""
+    jobs = ui.runner.jobs()
+    lines = [t("queue.running", lang, title=monitor.job_title(job, lang)) for job in jobs if job.active]
+    lines += [t("queue.row", lang, position=n, title=monitor.job_title(job, lang))
+              for n, job in enumerate(ui.runner.queue(), start=1)]
+    if not lines:
+        lines.append(t("queue.empty", lang))
+    ended = [job for job in jobs if job.done][:RECENT_OUTCOMES]
+    if ended:
+        lines.append(t("queue.recent", lang))
+        for job in ended:
+            state = monitor.job_outcome(job, ui.runner.events(job.id), "", lang).state
+            lines.append(t("queue.ended", lang, title=monitor.job_title(job, lang), state=t(f"status.{state}", lang)))
     return "  \n".join(lines)
 
 
-def loss_frame(job: Job | None, events: list[dict]) -> pd.DataFrame:
-    """Loss by step from the run's metrics.jsonl (all of a resumed run), else from the job's log."""
-    records = read_jsonl(Path(job.meta["run_dir"]) / METRICS_FILE) if job and job.meta.get("run_dir") else []
+def queue_choices(ui, lang: str) -> list[tuple[str, str]]:
+    return [(monitor.job_title(job, lang), job.id) for job in ui.runner.queue()]
+
+
+def loss_and_videos(run_dir, events: list[dict], lang: str):
+    """The run's loss (all of metrics.jsonl, so a resumed run shows its whole curve) and videos.
+
+    No points gives None, never an empty frame: gradio 6.31's LinePlot draws no lines at all
+    once it was given an empty frame with a colour column, even after real data arrives.
+    """
+    records = read_jsonl(run_dir / METRICS_FILE) if run_dir else []
     points = loss_points(records or events)
-    return pd.DataFrame(points, columns=["step", "loss"])
+    frame = monitor.loss_frame(points) if points else None
+    videos = monitor.gallery_html(gallery_items(run_dir, MAX_VIDEOS) if run_dir else [], lang)
+    return frame, videos
 
 
-def videos_of(job: Job | None) -> list[tuple[str, str]]:
-    if job is None or not job.meta.get("run_dir"):
-        return []
-    by_step = sample_videos(Path(job.meta["run_dir"]))
-    return [(str(video), f"step {step}") for step in sorted(by_step, reverse=True) for video in by_step[step]][:MAX_VIDEOS]
-
-
-def poll(ui, lang: str, shown_videos: list, shown_points: int):
-    """Everything the monitor shows; the plot and gallery only when they changed (no flicker)."""
-    job = ui.runner.current()
+def poll(ui, lang: str, job_id: str | None, shown: dict):
+    """Everything the monitor shows; plot, gallery and queue choices only when they changed."""
+    job = own_job(ui, job_id, TAB)
     events = ui.runner.events(job.id) if job else []
-    frame = loss_frame(job, events)
-    videos = videos_of(job)
-    video_paths = [path for path, _ in videos]
+    log = ui.runner.read_log(job.id) if job else ""
+    run_dir = monitor.run_dir_of(job, events)
+    outcome = monitor.job_outcome(job, events, log, lang) if job else None
+    frame, videos = loss_and_videos(run_dir, events, lang)
+    queue = queue_choices(ui, lang)
+    now = {"job": job.id if job else None, "points": 0 if frame is None else len(frame), "videos": videos,
+           "queue": queue, "lang": lang}
+    changed = {key: now[key] != shown.get(key) or now["job"] != shown.get("job") or lang != shown.get("lang")
+               for key in ("points", "videos", "queue")}
     return (
-        job_line(ui, job, lang),
-        stages_table(job, lang),
-        progress_text(progress_summary(events), lang),
-        ui.runner.read_log(job.id) if job else "",
-        frame if len(frame) != shown_points else gr.skip(),
-        videos if video_paths != shown_videos else gr.skip(),
-        video_paths,
-        len(frame),
+        monitor.banner_html(outcome, lang),
+        monitor.progress_html(monitor.stage_progress(events, job), lang),
+        queue_text(ui, lang),
+        gr.update(choices=queue, value=None) if changed["queue"] else gr.skip(),
+        monitor.log_html(monitor.human_lines(log), t("log.empty", lang)),
+        frame if changed["points"] else gr.skip(),
+        videos if changed["videos"] else gr.skip(),
+        now,
     )
 
 
-def stop_message(ui, lang: str) -> str:
-    job = ui.runner.current()
+def stop_message(ui, job_id: str | None, lang: str) -> str:
+    """Stop this tab's job if it is running or queued, else whatever job runs now."""
+    job = own_job(ui, job_id, TAB)
+    if job is None or job.done:
+        job = ui.runner.current()
     outcome = ui.runner.stop(job.id) if job and not job.done else "nothing"
     return t(f"msg.{outcome}", lang)
+
+
+def cancel_queued(ui, job_id: str | None, lang: str) -> str:
+    if not job_id:
+        return t("queue.not_queued", lang)
+    job = ui.runner.get(job_id)
+    if job is None or not ui.runner.cancel(job_id):
+        return t("queue.not_queued", lang)
+    return t("queue.cancelled", lang, title=monitor.job_title(job, lang))
+
+
+def loss_plot(ui, lang: str, elem_id: str) -> gr.LinePlot:
+    return ui.tr(
+        gr.LinePlot(None, x="step", y="value", color="series", label=t("plot.label", lang),
+                    x_title=t("plot.step", lang), y_title=t("plot.loss", lang), height=280, elem_id=elem_id),
+        label="plot.label", x_title="plot.step", y_title="plot.loss",
+    )
 
 
 # ---- the tab -----------------------------------------------------------------------------------
@@ -149,85 +203,150 @@ def stop_message(ui, lang: str) -> str:
 def build(ui) -> None:
     lang = ui.language
     saved = ui.settings()
+    with ui.tr(gr.Accordion(t("project.new", lang), open=not list_projects(ui.paths)), label="project.new"):
+        with gr.Row():
+            new_name = ui.tr(gr.Textbox(label=t("project.name", lang), info=t("project.name_info", lang), scale=1),
+                             label="project.name", info="project.name_info")
+            new_files = ui.tr(gr.File(file_count="multiple", label=t("project.files", lang), scale=2),
+                              label="project.files")
+        create = ui.tr(gr.Button(t("project.create", lang)), value="project.create")
+        created = gr.HTML(elem_id="project-created")
     with gr.Row():
-        project = ui.tr(gr.Dropdown(project_choices(ui, lang), value=saved.get("project"), label=t("common.project", lang),
-                                    scale=4), label="common.project")
+        project = ui.remembered(
+            ui.tr(gr.Dropdown(project_choices(ui, lang), value=preselected_project(ui, saved),
+                              label=t("common.project", lang), scale=4), label="common.project"),
+            "project", lambda saved, lang: {"choices": project_choices(ui, lang), "value": preselected_project(ui, saved)},
+        )
         refresh = ui.tr(gr.Button(t("common.refresh", lang), scale=0), value="common.refresh")
+    initial_choices, initial_fitting = frame_choices(ui, project.value, lang)
     with gr.Row():
-        resolution = ui.tr(
+        resolution = ui.remembered(ui.tr(
             gr.Dropdown(resolution_choices(lang), value=saved.get("resolution", "768x512"), allow_custom_value=True,
                         label=t("pipe.resolution", lang), info=t("pipe.resolution_info", lang)),
             choices=resolution_choices, label="pipe.resolution", info="pipe.resolution_info",
+        ), "resolution")
+        frames = ui.remembered(
+            ui.tr(gr.Dropdown(initial_choices, value=default_frames(initial_fitting, saved.get("frames")),
+                              allow_custom_value=True, label=t("pipe.frames", lang), info=t("pipe.frames_any", lang)),
+                  label="pipe.frames", info="pipe.frames_any",
+                  choices=lambda lang: frame_choices(ui, preselected_project(ui, ui.settings()), lang)[0]),
+            "frames", lambda saved, lang: _restore_frames(ui, saved, lang),
         )
-        frames = ui.tr(gr.Dropdown(list(actions.FRAME_COUNTS), value=int(saved.get("frames", 49)),
-                                   label=t("pipe.frames", lang), info=t("pipe.frames_info", lang)),
-                       label="pipe.frames", info="pipe.frames_info")
-        template = ui.tr(gr.Dropdown(template_choices(lang), value=saved.get("template") or memory_line.suggested_template(
-                                         ui.paths, memory_line.detect_card()),
-                                     label=t("pipe.template", lang)), choices=template_choices, label="pipe.template")
-    steps = ui.tr(gr.CheckboxGroup(step_choices(lang), value=saved.get("steps", list(actions.PIPELINE_STEPS)),
-                                   label=t("pipe.steps", lang)), choices=step_choices, label="pipe.steps")
+        on_short = ui.remembered(ui.tr(
+            gr.Radio(on_short_choices(lang), value=saved.get("on_short", "shrink"), label=t("pipe.on_short", lang)),
+            choices=on_short_choices, label="pipe.on_short",
+        ), "on_short")
+        # the remembered template, else the one that fits the detected card
+        template = ui.remembered(ui.tr(gr.Dropdown(template_choices(lang), value=saved.get("template") or
+                                                   memory_line.suggested_template(ui.paths, memory_line.detect_card()),
+                                                   label=t("pipe.template", lang)),
+                                       choices=template_choices, label="pipe.template"), "template")
     with gr.Row():
-        captioner = ui.tr(gr.Dropdown(captioner_choices(lang), value=saved.get("captioner", "api"),
-                                      label=t("common.captioner", lang)), choices=captioner_choices,
-                          label="common.captioner")
-        api_base_url = ui.tr(gr.Textbox(saved.get("api_base_url", "https://api.moonshot.cn/v1"),
-                                        label=t("common.api_base_url", lang)), label="common.api_base_url")
-        api_model = ui.tr(gr.Textbox(saved.get("api_model", "moonshot-v1-8k-vision-preview"),
-                                     label=t("common.api_model", lang)), label="common.api_model")
+        steps = ui.remembered(ui.tr(
+            gr.CheckboxGroup(step_choices(lang), value=saved.get("steps", list(actions.PIPELINE_STEPS)),
+                             label=t("pipe.steps", lang), scale=2),
+            choices=step_choices, label="pipe.steps",
+        ), "steps")
+        train_steps = ui.remembered(ui.tr(
+            gr.Number(saved.get("train_steps", 0), label=t("pipe.train_steps", lang), precision=0, minimum=0, scale=1),
+            label="pipe.train_steps"), "train_steps")
+        run_name = ui.tr(gr.Textbox(label=t("pipe.run_name", lang), info=t("pipe.run_name_info", lang), scale=1),
+                         label="pipe.run_name", info="pipe.run_name_info")
+    with gr.Row():
+        captioner = ui.remembered(ui.tr(gr.Dropdown(captioner_choices(lang), value=saved.get("captioner", "api"),
+                                                    label=t("common.captioner", lang)),
+                                        choices=captioner_choices, label="common.captioner"), "captioner")
+        api_base_url = ui.remembered(ui.tr(gr.Textbox(saved.get("api_base_url", "https://api.moonshot.cn/v1"),
+                                                      label=t("common.api_base_url", lang)),
+                                           label="common.api_base_url"), "api_base_url")
+        api_model = ui.remembered(ui.tr(gr.Textbox(saved.get("api_model", "moonshot-v1-8k-vision-preview"),
+                                                   label=t("common.api_model", lang)), label="common.api_model"),
+                                  "api_model")
         api_key = ui.tr(gr.Textbox("", type="password", label=t("common.api_key", lang),
                                    info=t("common.api_key_info", lang)), label="common.api_key", info="common.api_key_info")
     memory = gr.Markdown(memory_text(ui, template.value, resolution.value, frames.value, lang))
     with gr.Row():
         start = ui.tr(gr.Button(t("pipe.start", lang), variant="primary"), value="pipe.start")
         stop = ui.tr(gr.Button(t("pipe.stop", lang), variant="stop"), value="pipe.stop")
-    message = gr.Markdown()
-
-    job_status = gr.Markdown()
+    message = gr.HTML(elem_id="pipeline-message")
+    banner = gr.HTML(elem_id="pipeline-banner")
+    progress = gr.HTML(elem_id="pipeline-progress")
     with gr.Row():
-        stages = gr.Markdown()
-        progress = gr.Markdown()
-    log = ui.tr(gr.Textbox(label=t("pipe.log", lang), lines=14, max_lines=14, autoscroll=True, interactive=False),
-                label="pipe.log")
+        with gr.Column(scale=3):
+            log = gr.HTML(elem_id="pipeline-log")
+        with gr.Column(scale=1, min_width=260):
+            queue = gr.Markdown(t("queue.empty", lang))
+            queued = ui.tr(gr.Dropdown([], label=t("queue.pick", lang)), label="queue.pick")
+            cancel = ui.tr(gr.Button(t("queue.cancel", lang), size="sm"), value="queue.cancel")
     with gr.Row():
-        loss = ui.tr(gr.LinePlot(pd.DataFrame(columns=["step", "loss"]), x="step", y="loss",
-                                 label=t("pipe.loss", lang), height=260), label="pipe.loss")
-        videos = ui.tr(gr.Gallery(label=t("pipe.videos", lang), columns=2, height=260), label="pipe.videos")
-    shown_videos = gr.State([])
-    shown_points = gr.State(-1)
+        with gr.Column():
+            loss = loss_plot(ui, lang, "pipeline-loss")
+        with gr.Column():
+            videos = gr.HTML(elem_id="pipeline-videos")
+    job_id = gr.State(None)
+    shown = gr.State({})
 
     def refresh_projects(lang):
         return gr.update(choices=project_choices(ui, lang))
 
+    def create_new_project(name, files, lang):
+        try:
+            folder = create_project(ui.paths, name, files or [])
+        except _REFUSED as error:
+            return refusal_html(t("project.create", lang), error, lang), gr.skip()
+        ui.remember(project=folder.name)
+        text = t("project.created", lang, name=folder.name, count=len(files), path=folder)
+        return (monitor.banner_html(monitor.Outcome(state="finished", title=text), lang),
+                gr.update(choices=project_choices(ui, lang), value=folder.name))
+
+    def project_frames(project, current, lang):
+        choices, fitting = frame_choices(ui, project, lang)
+        return gr.update(choices=choices, value=default_frames(fitting, current))
+
     def estimate(template, resolution, frames, lang):
         return memory_text(ui, template, resolution, frames, lang)
 
-    def start_job(project, resolution, frames, steps, template, captioner, api_base_url, api_model, api_key, lang):
+    def start_job(project, resolution, frames, on_short, steps, train_steps, run_name, template, captioner, api_base_url,
+                  api_model, api_key, lang):
+        title = t("pipe.start", lang)
         if not project:
-            return t("msg.no_project", lang)
+            return refusal_html(title, t("msg.no_project", lang), lang), gr.skip()
         if not steps:
-            return t("msg.no_steps", lang)
-        ui.remember(project=project, resolution=resolution, frames=int(frames), steps=list(steps), template=template,
-                    captioner=captioner, api_base_url=api_base_url, api_model=api_model)
+            return refusal_html(title, t("msg.no_steps", lang), lang), gr.skip()
         try:
             job = actions.start_pipeline(
                 ui.runner, ui.paths, project=project, resolution=resolution, frames=int(frames), steps=list(steps),
                 template=template, captioner=captioner, api_base_url=api_base_url, api_model=api_model,
-                api_key=api_key,
+                api_key=api_key, run_name=run_name, on_short=on_short, train_steps=train_steps, tab=TAB,
             )
-        except ValueError as error:
-            return t("msg.refused", lang, error=error)
-        return t("msg.queued", lang, title=job.title)
+        except DuplicateJobError as error:
+            return refusal_html(title, t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), lang), gr.skip()
+        except _REFUSED as error:
+            return refusal_html(title, error, lang), gr.skip()
+        return "", job.id
 
-    form = [project, resolution, frames, steps, template, captioner, api_base_url, api_model, api_key, ui.lang]
+    form = [project, resolution, frames, on_short, steps, train_steps, run_name, template, captioner, api_base_url, api_model,
+            api_key, ui.lang]
     refresh.click(refresh_projects, inputs=ui.lang, outputs=project, api_name="list_projects")
+    ui.on_show(project, refresh_projects)
+    create.click(create_new_project, inputs=[new_name, new_files, ui.lang], outputs=[created, project],
+                 api_name="create_project")
+    project.change(project_frames, inputs=[project, frames, ui.lang], outputs=frames, api_visibility="private")
     # ui.lang changes on the language switch and when a page opens with the remembered language
     for trigger in (template.change, resolution.change, frames.change, ui.lang.change):
-        trigger(estimate, inputs=[template, resolution, frames, ui.lang], outputs=memory, api_name=False)
-    start.click(start_job, inputs=form, outputs=message, api_name="start_pipeline")
-    stop.click(lambda lang: stop_message(ui, lang), inputs=ui.lang, outputs=message, api_name="stop_job")
+        trigger(estimate, inputs=[template, resolution, frames, ui.lang], outputs=memory, api_visibility="private")
+    start.click(start_job, inputs=form, outputs=[message, job_id], api_name="start_pipeline")
+    stop.click(lambda job, lang: stop_message(ui, job, lang), inputs=[job_id, ui.lang], outputs=message,
+               api_name="stop_job")
+    cancel.click(lambda chosen, lang: cancel_queued(ui, chosen, lang), inputs=[queued, ui.lang], outputs=message,
+                 api_name="cancel_job")
 
-    monitor = [job_status, stages, progress, log, loss, videos, shown_videos, shown_points]
+    monitor_outputs = [banner, progress, queue, queued, log, loss, videos, shown]
     timer = gr.Timer(POLL_S)
-    timer.tick(lambda lang, v, n: poll(ui, lang, v, n), inputs=[ui.lang, shown_videos, shown_points], outputs=monitor,
-               api_name="poll_job", show_progress="hidden")
+    timer.tick(lambda lang, job, seen: poll(ui, lang, job, seen), inputs=[ui.lang, job_id, shown],
+               outputs=monitor_outputs, api_name="poll_job", show_progress="hidden")
+
+
+def _restore_frames(ui, saved: dict, lang: str) -> dict:
+    choices, fitting = frame_choices(ui, preselected_project(ui, saved), lang)
+    return {"choices": choices, "value": default_frames(fitting, saved.get("frames"))}

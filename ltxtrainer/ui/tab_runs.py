@@ -1,7 +1,8 @@
 """Tab 4, 训练监控 / Runs: every run under outputs/, its loss curve and samples, Resume.
 
 Read from the runs' own files, so runs started from the command line or by an earlier server
-show up as well.
+show up as well. The chosen run's plot and videos follow it live while it trains; Resume
+continues it through the pipeline (so the ComfyUI export follows) and its outcome is shown here.
 """
 
 from __future__ import annotations
@@ -12,21 +13,33 @@ import gradio as gr
 import pandas as pd
 
 from ltxtrainer.pipeline import PipelineError
-from ltxtrainer.ui import actions
+from ltxtrainer.ui import actions, monitor
 from ltxtrainer.ui.i18n import t
-from ltxtrainer.ui.runs import METRICS_FILE, list_runs, loss_points, read_jsonl, sample_videos
+from ltxtrainer.ui.jobs import DuplicateJobError
+from ltxtrainer.ui.runs import list_runs
+from ltxtrainer.ui.tab_pipeline import POLL_S, loss_and_videos, loss_plot, own_job, refusal_html
 from ltxtrainer.ui.workspace import UnsafePathError, safe_join
+
+TAB = "runs"
+MAX_VIDEOS = 12
 
 
 def active_run_dirs(ui) -> set[Path]:
-    return {Path(job.meta["run_dir"]) for job in ui.runner.jobs() if job.active and job.meta.get("run_dir")}
+    """Run folders of running jobs, as named when queued or by the pipeline's first line."""
+    folders = set()
+    for job in ui.runner.jobs():
+        if job.active:
+            folder = monitor.run_dir_of(job, ui.runner.events(job.id))
+            if folder is not None:
+                folders.add(folder)
+    return folders
 
 
 def runs_table(ui, lang: str) -> pd.DataFrame:
     columns = t("runs.columns", lang).split("|")
     rows = [
-        [run.name, t(f"status.{run.status}", lang) if f"status.{run.status}" else run.status,
-         f"{run.step} / {run.total_steps or '?'}", t("runs.yes" if run.can_resume else "runs.no", lang)]
+        [run.name, t(f"status.{run.status}", lang), f"{run.step} / {run.total_steps or '?'}",
+         t("runs.yes" if run.can_resume else "runs.no", lang)]
         for run in list_runs(ui.paths.outputs, active_run_dirs(ui))
     ]
     return pd.DataFrame(rows, columns=columns)
@@ -36,57 +49,92 @@ def run_names(ui) -> list[str]:
     return [run.name for run in list_runs(ui.paths.outputs, active_run_dirs(ui))]
 
 
+def run_view(ui, name: str | None, lang: str):
+    """(loss frame, gallery html) of a run under outputs/; empty for no or an unsafe name."""
+    folder = None
+    if name:
+        try:
+            folder = safe_join(ui.paths.outputs, name)
+        except UnsafePathError:
+            folder = None
+    if folder is None:
+        return None, monitor.gallery_html([], lang)
+    return loss_and_videos(folder, [], lang)
+
+
 def build(ui) -> None:
     lang = ui.language
     with gr.Row():
         run = ui.tr(gr.Dropdown(run_names(ui), label=t("runs.run", lang), scale=4), label="runs.run")
         refresh = ui.tr(gr.Button(t("common.refresh", lang), scale=0), value="common.refresh")
-    table = ui.tr(gr.Dataframe(runs_table(ui, lang), label=t("runs.table", lang), interactive=False),
+    table = ui.tr(gr.Dataframe(runs_table(ui, lang), label=t("runs.table", lang), interactive=False, wrap=False),
                   label="runs.table")
-    with gr.Row():
-        loss = ui.tr(gr.LinePlot(pd.DataFrame(columns=["step", "loss"]), x="step", y="loss",
-                                 label=t("pipe.loss", lang), height=260), label="pipe.loss")
-        with gr.Column():
-            step = ui.tr(gr.Dropdown([], label=t("runs.step", lang)), label="runs.step")
-            videos = ui.tr(gr.Gallery(label=t("pipe.videos", lang), columns=2, height=220), label="pipe.videos")
     resume = ui.tr(gr.Button(t("runs.resume", lang), variant="primary"), value="runs.resume")
-    message = gr.Markdown()
+    message = gr.HTML(elem_id="runs-message")
+    banner = gr.HTML(elem_id="runs-banner")
+    progress = gr.HTML(elem_id="runs-progress")
+    with gr.Row():
+        with gr.Column():
+            loss = loss_plot(ui, lang, "runs-loss")
+        with gr.Column():
+            videos = gr.HTML(elem_id="runs-videos")
+    job_id = gr.State(None)
+    shown = gr.State({})
 
-    def refresh_runs(lang):
-        return gr.update(choices=run_names(ui)), runs_table(ui, lang)
+    def refresh_runs(name, lang):
+        """New runs in the list and table, and the chosen run's plot and videos read again."""
+        frame, gallery = run_view(ui, name, lang)
+        return gr.update(choices=run_names(ui)), runs_table(ui, lang), frame, gallery
 
     def show_run(name, lang):
-        if not name:
-            return pd.DataFrame(columns=["step", "loss"]), gr.update(choices=[], value=None), "", []
-        try:
-            folder = safe_join(ui.paths.outputs, name)
-        except UnsafePathError as error:
-            return gr.skip(), gr.skip(), t("msg.refused", lang, error=error), []
-        points = loss_points(read_jsonl(folder / METRICS_FILE))
-        steps = sorted(sample_videos(folder), reverse=True)
-        return (pd.DataFrame(points, columns=["step", "loss"]), gr.update(choices=steps, value=steps[0] if steps else None),
-                "", [])
-
-    def show_videos(name, chosen_step):
-        if not name or chosen_step is None:
-            return []
-        try:
-            folder = safe_join(ui.paths.outputs, name)
-        except UnsafePathError:
-            return []
-        return [str(path) for path in sample_videos(folder).get(int(chosen_step), [])]
+        frame, gallery = run_view(ui, name, lang)
+        return frame, gallery
 
     def resume_run(name, lang):
+        title = t("runs.resume", lang)
         runs = {r.name: r for r in list_runs(ui.paths.outputs, active_run_dirs(ui))}
         if name not in runs or not runs[name].can_resume:
-            return t("runs.not_resumable", lang)
+            return refusal_html(title, t("runs.not_resumable", lang), lang), gr.skip()
         try:
-            job = actions.resume_run(ui.runner, ui.paths, name)
+            job = actions.resume_run(ui.runner, ui.paths, name, tab=TAB)
+        except DuplicateJobError as error:
+            return refusal_html(title, t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), lang), gr.skip()
         except (UnsafePathError, PipelineError, ValueError, OSError) as error:
-            return t("msg.refused", lang, error=error)
-        return t("msg.queued", lang, title=job.title)
+            return refusal_html(title, error, lang), gr.skip()
+        return "", job.id
 
-    refresh.click(refresh_runs, inputs=ui.lang, outputs=[run, table], api_name="list_runs")
-    run.change(show_run, inputs=[run, ui.lang], outputs=[loss, step, message, videos], api_name="show_run")
-    step.change(show_videos, inputs=[run, step], outputs=videos, api_name=False)
-    resume.click(resume_run, inputs=[run, ui.lang], outputs=message, api_name="resume_run")
+    def follow(name, lang, job_id, seen):
+        """The resume job's banner and bars; the chosen run's plot and videos when they changed."""
+        job = own_job(ui, job_id, TAB)
+        events = ui.runner.events(job.id) if job else []
+        outcome = monitor.job_outcome(job, events, ui.runner.read_log(job.id), lang) if job else None
+        frame, gallery = run_view(ui, name, lang)
+        now = {"run": name, "points": 0 if frame is None else len(frame), "videos": gallery, "lang": lang,
+               "job": job.status if job else None}
+        fresh = now["run"] != seen.get("run") or lang != seen.get("lang")
+        return (
+            monitor.banner_html(outcome, lang),
+            monitor.progress_html(monitor.stage_progress(events, job), lang) if job else "",
+            frame if fresh or now["points"] != seen.get("points") else gr.skip(),
+            gallery if fresh or now["videos"] != seen.get("videos") else gr.skip(),
+            runs_table(ui, lang) if fresh or now["job"] != seen.get("job") else gr.skip(),
+            now,
+        )
+
+    def fresh_runs(current, lang):
+        """The runs as they are now; keep the chosen one, else the run of the newest job started here."""
+        names = run_names(ui)
+        if current not in names:
+            job = own_job(ui, None, TAB)
+            folder = monitor.run_dir_of(job, ui.runner.events(job.id)) if job else None
+            current = folder.name if folder is not None and folder.name in names else None
+        return gr.update(choices=names, value=current)
+
+    ui.on_show(run, fresh_runs, [run])
+    ui.on_show(table, lambda lang: runs_table(ui, lang))
+    refresh.click(refresh_runs, inputs=[run, ui.lang], outputs=[run, table, loss, videos], api_name="list_runs")
+    run.change(show_run, inputs=[run, ui.lang], outputs=[loss, videos], api_name="show_run")
+    resume.click(resume_run, inputs=[run, ui.lang], outputs=[message, job_id], api_name="resume_run")
+    timer = gr.Timer(POLL_S)
+    timer.tick(follow, inputs=[run, ui.lang, job_id, shown], outputs=[banner, progress, loss, videos, table, shown],
+               api_name="poll_runs", show_progress="hidden")

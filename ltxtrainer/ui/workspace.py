@@ -8,6 +8,8 @@ the GUI may be reachable over a network, and a text box must never become a file
 from __future__ import annotations
 
 import re
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -19,8 +21,14 @@ from ltxtrainer.captioning.store import (
     save_captions,
     write_caption_text,
 )
-from ltxtrainer.media import MediaError, find_videos, probe_video
-from ltxtrainer.pipeline import PipelineOptions, ProjectPaths, project_paths
+from ltxtrainer.media import VIDEO_EXTENSIONS, MediaError, find_videos, probe_video
+from ltxtrainer.pipeline import (
+    PipelineError,
+    PipelineOptions,
+    ProjectPaths,
+    check_project_name,
+    project_paths,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -85,19 +93,64 @@ def project_layout(paths: AppPaths, project: str, width: int = 768, height: int 
 
 # ---- projects --------------------------------------------------------------------------------------
 
-_duration_cache: dict[tuple[str, int, int], float] = {}
+# The still images preprocess trains on (ltxtrainer.preprocess.IMAGE_EXTENSIONS, repeated because
+# importing preprocess imports torch, which the GUI process never does).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+UPLOAD_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+
+_probe_cache: dict[tuple[str, int, int], tuple[float, int]] = {}
+
+
+def _probe(path: Path) -> tuple[float, int]:
+    """(seconds, frames) of a video, cached by size and mtime: project lists are redrawn often."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _probe_cache:
+        try:
+            info = probe_video(path)
+            _probe_cache[key] = (info.duration_s, info.num_frames)
+        except MediaError:
+            _probe_cache[key] = (0.0, 0)
+    return _probe_cache[key]
 
 
 def clip_duration(path: Path) -> float:
-    """Seconds of video, cached by size and mtime: the project list is redrawn often."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _duration_cache:
-        try:
-            _duration_cache[key] = probe_video(path).duration_s
-        except MediaError:
-            _duration_cache[key] = 0.0
-    return _duration_cache[key]
+    return _probe(path)[0]
+
+
+def clip_frame_counts(paths: AppPaths, project: str) -> list[int]:
+    """Frames of each clip that will be trained on (scene clips once split, else the raw videos)."""
+    return [_probe(video)[1] for video in find_videos(clips_folder(paths, project))]
+
+
+def create_project(paths: AppPaths, name: str, files: Iterable[str | Path]) -> Path:
+    """A new project folder train_date/<name>/ holding copies of the uploaded videos and images.
+
+    The name is checked by the pipeline's own rule (it becomes the trigger word). Refuses a name
+    already taken, no files, and files that are neither video nor image, before copying anything.
+    """
+    name = check_project_name((name or "").strip())
+    folder = safe_join(paths.train_date, name)
+    if folder.exists():
+        raise PipelineError(f"Project {name!r} already exists in {paths.train_date}; choose another name.")
+    sources = [Path(file) for file in files]
+    if not sources:
+        raise PipelineError("No files: add at least one video or image.")
+    refused = [source.name for source in sources if source.suffix.lower() not in UPLOAD_EXTENSIONS]
+    if refused:
+        allowed = " ".join(sorted(UPLOAD_EXTENSIONS))
+        raise PipelineError(f"Not a video or image: {', '.join(refused)}. Allowed: {allowed}.")
+    folder.mkdir(parents=True)
+    taken: set[str] = set()
+    for source in sources:
+        target_name = source.name
+        stem, suffix, number = source.stem, source.suffix, 1
+        while target_name.lower() in taken:  # two uploads with one name keep both
+            number += 1
+            target_name = f"{stem}_{number}{suffix}"
+        taken.add(target_name.lower())
+        shutil.copy2(source, folder / target_name)
+    return folder
 
 
 @dataclass(frozen=True)
