@@ -252,3 +252,30 @@ def test_a_broken_config_json_in_a_model_folder_does_not_break_the_line(paths):
     (folder / "config.json").write_text("{half a downl", encoding="utf-8")
     assert memory_line.model_shape(paths, "models/LTX-Video-0.9.7-diffusers") == "13b"
     assert "GB" in memory_line.memory_text(paths, "13b", "768x512", 49, "en", None)
+
+
+def test_a_training_started_on_the_advanced_tab_shows_its_outcome_there(advanced_server, tmp_path):
+    """The Advanced tab said "Queued:" forever; its banner now follows its own job to the finished state."""
+    import time
+
+    from ltxtrainer.ui.config_form import form_fields
+    from tests.precomputed import write_sample
+
+    client, runner, paths, _ = advanced_server
+    own_data = tmp_path / "我的 数据"  # a dataset of one's own, in the reference trainer's layout
+    write_sample(own_data, "clip", frames=2, height=2, width=2, seed=0)
+    *values, _ = client.predict("tiny_demo.yaml", api_name="/load_config")
+    index = {field.path: i for i, field in enumerate(form_fields())}
+    values[index["model.model_source"]] = str(paths.models / "tiny-ltxv")
+    values[index["data.preprocessed_data_root"]] = str(own_data)
+    values[index["output_dir"]] = str(tmp_path / "outputs" / "高级 run")
+    values[index["optimization.steps"]] = 2
+    client.predict(*values, "advanced_run", api_name="/start_training")
+    assert [job.meta["tab"] for job in runner.jobs()] == ["advanced"]
+    deadline = time.monotonic() + 300
+    banner = ""
+    while time.monotonic() < deadline and 'data-state="finished"' not in banner:
+        time.sleep(1)
+        banner = client.predict(api_name="/poll_advanced")
+    assert 'data-state="finished"' in banner, runner.read_log(runner.jobs()[0].id)
+    assert "已完成" in banner and "lora_weights.safetensors" in banner  # the session is in 中文

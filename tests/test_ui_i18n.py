@@ -46,10 +46,20 @@ def english_vocabulary() -> set[str]:
     return words - shared - GRADIO_WORDS
 
 
+def without_gradio_footer(text: str) -> str:
+    """The page text above gradio's own footer ("Runs · Use via API · Built with Gradio · Settings"):
+    its "Runs" link is gradio's, but "runs" is also one of our words, so the footer is cut, not excused."""
+    cut = text.rfind("Use via API")
+    if cut < 0:
+        return text
+    return re.sub(r"(?:\n\s*Runs\s*)?\n\s*·\s*$", "", text[:cut])
+
+
 def english_on_page(text: str, vocabulary: set[str]) -> list[str]:
     """Our English words in `text`, skipping identifiers, paths, keys and numbers (what users or
     libraries wrote: YAML keys, file paths, model and file names)."""
     found = []
+    text = without_gradio_footer(text)
     text = re.sub(r"YAML[：:]\s*\S+", "", text)  # a field's key in small print is the YAML's, not prose
     for token in re.split(r"[\s，。、：；（）“”！？·|—…]+", text):
         token = token.strip(string.punctuation.replace("_", "").replace(".", "").replace("/", ""))

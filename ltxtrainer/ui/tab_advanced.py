@@ -17,7 +17,7 @@ import gradio as gr
 from ltxtrainer.config import ConfigError, TrainerConfig, load_config
 from ltxtrainer.models.folder import check_model_folder
 from ltxtrainer.pipeline import TEMPLATES
-from ltxtrainer.ui import actions, memory_line
+from ltxtrainer.ui import actions, memory_line, monitor, tab_pipeline
 from ltxtrainer.ui.config_form import (
     FormField,
     config_from_values,
@@ -27,9 +27,11 @@ from ltxtrainer.ui.config_form import (
     values_from_config,
 )
 from ltxtrainer.ui.i18n import field_hint, field_label, section_label, t
+from ltxtrainer.ui.jobs import DuplicateJobError
 from ltxtrainer.ui.tab_environment import model_problem_text
 from ltxtrainer.ui.workspace import AppPaths, UnsafePathError
 
+TAB = "advanced"
 MODEL_FIELD = "model.model_source"
 DATA_FIELD = "data.preprocessed_data_root"
 # The fields that change the memory a run needs: editing one redoes the memory line.
@@ -165,6 +167,8 @@ def build(ui) -> None:
         save = ui.tr(gr.Button(t("adv.save", lang)), value="adv.save")
         start = ui.tr(gr.Button(t("adv.start", lang), variant="primary"), value="adv.start")
     result = gr.Markdown()
+    banner = gr.HTML(elem_id="advanced-banner")
+    job_id = gr.State(None)
 
     def load_values(config_name, lang):
         try:
@@ -200,10 +204,14 @@ def build(ui) -> None:
         *values, config_name, lang = values
         message, path = save_form(list(values), config_name, lang, check_folders=True)
         if path is None:
-            return message, gr.skip()
-        job = actions.start_training(ui.runner, paths, path)
-        message += "  \n" + t("msg.queued", lang, title=job.title)
-        return message, gr.update(choices=actions.list_configs(paths), value=path.name)
+            return message, gr.skip(), gr.skip()
+        choices = gr.update(choices=actions.list_configs(paths), value=path.name)
+        try:
+            job = actions.start_training(ui.runner, paths, path, tab=TAB)
+        except DuplicateJobError as error:
+            return message + "  \n" + t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), choices, \
+                gr.skip()
+        return message, choices, job.id  # the banner below follows the job to its outcome
 
     def estimate(*values):
         *values, lang = values
@@ -214,4 +222,8 @@ def build(ui) -> None:
         trigger(estimate, inputs=[*widgets, ui.lang], outputs=memory, api_visibility="private", show_progress="hidden")
     load.click(load_values, inputs=[source, ui.lang], outputs=[*widgets, result], api_name="load_config")
     save.click(save_values, inputs=[*widgets, name, ui.lang], outputs=[result, source], api_name="save_config")
-    start.click(start_values, inputs=[*widgets, name, ui.lang], outputs=[result, source], api_name="start_training")
+    start.click(start_values, inputs=[*widgets, name, ui.lang], outputs=[result, source, job_id],
+                api_name="start_training")
+    timer = gr.Timer(tab_pipeline.POLL_S)
+    timer.tick(lambda job, lang: tab_pipeline.tab_outcome_html(ui, job, TAB, lang), inputs=[job_id, ui.lang],
+               outputs=banner, api_name="poll_advanced", show_progress="hidden")

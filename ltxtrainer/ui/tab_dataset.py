@@ -25,14 +25,6 @@ _REFUSED = (PipelineError, UnsafePathError, FileNotFoundError, ValueError)
 TAB = "dataset"
 
 
-def outcome_html(ui, job_id: str | None, lang: str) -> str:
-    """The banner of the newest re-caption started here, in place of a "Queued:" line that never changes."""
-    job = tab_pipeline.own_job(ui, job_id, TAB)
-    if job is None:
-        return ""
-    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id), lang), lang)
-
-
 def build(ui) -> None:
     lang = ui.language
     saved = ui.settings()
@@ -132,5 +124,5 @@ def build(ui) -> None:
     recaption.click(recaption_clip, inputs=[project, clip, captioner, api_base_url, api_model, api_key, ui.lang],
                     outputs=[message, job_id], api_name="recaption_clip")
     timer = gr.Timer(tab_pipeline.POLL_S)
-    timer.tick(lambda job, lang: outcome_html(ui, job, lang), inputs=[job_id, ui.lang], outputs=banner,
+    timer.tick(lambda job, lang: tab_pipeline.tab_outcome_html(ui, job, TAB, lang), inputs=[job_id, ui.lang], outputs=banner,
                api_name="poll_dataset", show_progress="hidden")

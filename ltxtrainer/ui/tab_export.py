@@ -12,18 +12,10 @@ from ltxtrainer.ui import actions, monitor
 from ltxtrainer.ui.i18n import t
 from ltxtrainer.ui.jobs import DuplicateJobError
 from ltxtrainer.ui.runs import list_loras
-from ltxtrainer.ui.tab_pipeline import POLL_S, own_job, refusal_html
+from ltxtrainer.ui.tab_pipeline import POLL_S, refusal_html, tab_outcome_html
 from ltxtrainer.ui.workspace import UnsafePathError
 
 TAB = "export"
-
-
-def outcome_html(ui, job_id: str | None, lang: str) -> str:
-    """The banner of the newest export started here: queued, running, done (where the file is), failed (why)."""
-    job = own_job(ui, job_id, TAB)
-    if job is None:
-        return ""
-    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id), lang), lang)
 
 
 def build(ui) -> None:
@@ -57,5 +49,5 @@ def build(ui) -> None:
     ui.on_show(lora, lambda lang: gr.update(choices=list_loras(ui.paths.outputs)))
     convert.click(convert_lora, inputs=[lora, typed, ui.lang], outputs=[message, job_id], api_name="convert_lora")
     timer = gr.Timer(POLL_S)
-    timer.tick(lambda job, lang: outcome_html(ui, job, lang), inputs=[job_id, ui.lang], outputs=banner,
+    timer.tick(lambda job, lang: tab_outcome_html(ui, job, TAB, lang), inputs=[job_id, ui.lang], outputs=banner,
                api_name="poll_export", show_progress="hidden")

@@ -109,6 +109,15 @@ def own_job(ui, job_id: str | None, tab: str) -> Job | None:
     return next((job for job in ui.runner.jobs() if job.meta.get("tab") == tab), None)
 
 
+def tab_outcome_html(ui, job_id: str | None, tab: str, lang: str) -> str:
+    """The banner of the newest job started from `tab`: queued, running, finished (where the files are),
+    stopped, failed (why); in place of a "Queued:" line that never changes."""
+    job = own_job(ui, job_id, tab)
+    if job is None:
+        return ""
+    return monitor.banner_html(monitor.job_outcome(job, ui.runner.events(job.id), ui.runner.read_log(job.id), lang), lang)
+
+
 RECENT_OUTCOMES = 5
 
 
