@@ -37,12 +37,14 @@ def weight_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
-def quantize_transformer(transformer: torch.nn.Module, choice: str) -> None:
-    """Quantize and freeze the base transformer's weights in place."""
+def quantize_transformer(
+    transformer: torch.nn.Module, choice: str, exclude: list[str] = QUANTIZE_EXCLUDE
+) -> None:
+    """Quantize and freeze the base transformer's weights in place, but for the family's `exclude` modules."""
     from optimum import quanto
 
     weights = getattr(quanto, _QUANTO_WEIGHTS[choice])
-    quanto.quantize(transformer, weights=weights, exclude=QUANTIZE_EXCLUDE)
+    quanto.quantize(transformer, weights=weights, exclude=exclude)
     quanto.freeze(transformer)
 
 
@@ -119,7 +121,11 @@ def trainable_parameters(transformer: torch.nn.Module) -> list[torch.nn.Paramete
 
 
 def prepare_transformer(
-    transformer: torch.nn.Module, config: TrainerConfig, device: torch.device, gpu_setup: bool | None = None
+    transformer: torch.nn.Module,
+    config: TrainerConfig,
+    device: torch.device,
+    gpu_setup: bool | None = None,
+    quantize_exclude: list[str] = QUANTIZE_EXCLUDE,
 ) -> torch.nn.Module:
     """Apply quantization, LoRA and memory options to a loaded transformer; returns it on `device`.
 
@@ -134,7 +140,7 @@ def prepare_transformer(
     if config.model.training_mode == "lora":
         choice = config.acceleration.quantization_choice
         if choice:
-            quantize_transformer(transformer, choice)
+            quantize_transformer(transformer, choice, quantize_exclude)
         add_lora(transformer, config)
         if autocast_adapters:
             run_adapters_in_autocast(transformer, device.type, weight_dtype(config, device))
