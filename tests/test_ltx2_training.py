@@ -1,0 +1,204 @@
+"""LTX-2 through the trainer users run: clips with sound are precomputed, a LoRA trains (joint
+audio+video or video only, text- and image-to-video) in bf16 with step-0 validation videos that
+carry a sound track, checkpoints, an exact resume and a stop that saves, on the tiny LTX-2 model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from ltxtrainer.config import config_from_dict
+from ltxtrainer.data import AUDIO_LATENTS_DIR, DatasetError
+from ltxtrainer.models import ltx2
+from ltxtrainer.models.tiny_ltx2 import VOCODER_SAMPLE_RATE, save_tiny_ltx2_model
+from ltxtrainer.precompute_ltx2 import ClipToEncode, MissingAudioError, precompute_ltx2_samples
+from ltxtrainer.stopfile import STOP_FILE_ENV
+from ltxtrainer.synthetic import make_clip, scene_frames
+from ltxtrainer.training import checkpoints
+from ltxtrainer.training.trainer import run_training
+from ltxtrainer.training.validation_ltx2 import write_video_with_audio
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE, CLIP_FRAMES, CLIP_FPS = 64, 17, 16.0  # 3 latent frames of 2x2 tokens; 1.0625 s = 27 audio latent frames
+VALIDATION_FRAMES = 9
+STEPS = 3
+
+
+def write_clip_with_sound(path: Path, scene: int, tone_hz: float) -> Path:
+    """A synthetic clip with a stereo sine track (AAC), as a phone or camera records them."""
+    samples = int(CLIP_FRAMES / CLIP_FPS * VOCODER_SAMPLE_RATE) + VOCODER_SAMPLE_RATE // 10
+    times = np.arange(samples) / VOCODER_SAMPLE_RATE
+    wave = torch.from_numpy(0.3 * np.sin(2 * np.pi * tone_hz * times)).float().repeat(2, 1)
+    return write_video_with_audio(path, scene_frames(SIZE, SIZE, CLIP_FRAMES, scene), CLIP_FPS, wave, VOCODER_SAMPLE_RATE)
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx2(tmp_path_factory) -> Path:
+    return save_tiny_ltx2_model(tmp_path_factory.mktemp("models") / "我的 models" / "tiny-ltx2")
+
+
+@pytest.fixture(scope="module")
+def clips_with_sound(tmp_path_factory) -> list[ClipToEncode]:
+    folder = tmp_path_factory.mktemp("clips") / "片段 clips"
+    folder.mkdir()
+    return [
+        ClipToEncode(write_clip_with_sound(folder / f"clip{index}.mp4", index, 330.0 * (index + 1)),
+                     f"APT a bright square moves, clip {index}", f"clip{index}")
+        for index in range(2)
+    ]
+
+
+@pytest.fixture(scope="module")
+def joint_dataset(tiny_ltx2, clips_with_sound, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "数据 joint"
+    precompute_ltx2_samples(tiny_ltx2, clips_with_sound, root / ".precomputed", SIZE, SIZE, CLIP_FRAMES, with_audio=True)
+    return root
+
+
+def run_config(model: Path, data: Path, output: Path, with_audio: bool, first_frame_p: float, **validation) -> dict:
+    """A shipped-template-like run shrunk to the tiny model: bf16, step-0 validation, checkpoint at step 2."""
+    return {
+        "model": {"model_source": str(model), "with_audio": with_audio},
+        "lora": {"rank": 4, "alpha": 8, "target_modules": ltx2.lora_target_modules(audio=with_audio, cross_modal=with_audio)},
+        "optimization": {"steps": STEPS, "batch_size": 1, "learning_rate": 1e-3,
+                         "first_frame_conditioning_p": first_frame_p},
+        "acceleration": {"mixed_precision_mode": "bf16"},
+        "data": {"preprocessed_data_root": str(data), "num_dataloader_workers": 0},
+        "validation": {"prompts": ["APT a bright square moves"], "video_dims": [SIZE, SIZE, VALIDATION_FRAMES],
+                       "inference_steps": 2, "interval": STEPS, **validation},
+        "checkpoints": {"interval": 2, "keep_last_n": -1},
+        "output_dir": str(output),
+    }
+
+
+def streams(path: Path) -> tuple[int, float]:
+    """(video frames, seconds of decoded sound) of an mp4."""
+    with av.open(str(path)) as container:
+        assert len(container.streams.video) == 1 and len(container.streams.audio) == 1
+        frames = sum(1 for _ in container.decode(video=0))
+    with av.open(str(path)) as container:
+        audio = container.streams.audio[0]
+        seconds = sum(frame.samples for frame in container.decode(audio=0)) / audio.rate
+    return frames, seconds
+
+
+def test_precompute_writes_video_latents_with_fps_audio_latents_and_connector_outputs(
+    tiny_ltx2, clips_with_sound, joint_dataset
+) -> None:
+    precomputed = joint_dataset / ".precomputed"
+    latents = torch.load(precomputed / "latents" / "clip0.pt", weights_only=True)
+    assert (latents["num_frames"], latents["height"], latents["width"], latents["fps"]) == (3, 2, 2, CLIP_FPS)
+    assert latents["latents"].shape == (3 * 2 * 2, 16)
+    audio = torch.load(precomputed / AUDIO_LATENTS_DIR / "clip0.pt", weights_only=True)["latents"]
+    audio_vae = ltx2.load_component(tiny_ltx2, "audio_vae")
+    assert audio.shape[0] == ltx2.audio_latent_frames(dict(audio_vae.config), CLIP_FRAMES / CLIP_FPS) == 27
+    # Different tones give different audio latents: the sound of each clip was encoded.
+    other = torch.load(precomputed / AUDIO_LATENTS_DIR / "clip1.pt", weights_only=True)["latents"]
+    assert not torch.allclose(audio, other)
+
+    conditions = torch.load(precomputed / "conditions" / "clip0.pt", weights_only=True)
+    (expected,) = ltx2.encode_prompts(
+        ltx2.load_component(tiny_ltx2, "tokenizer"), ltx2.load_component(tiny_ltx2, "text_encoder"),
+        ltx2.load_component(tiny_ltx2, "connectors"), [clips_with_sound[0].caption],
+    )
+    assert conditions["video_embeds"].dtype == torch.bfloat16
+    assert torch.equal(conditions["video_embeds"], expected.video.to(torch.bfloat16))
+    assert torch.equal(conditions["audio_embeds"], expected.audio.to(torch.bfloat16))
+
+
+def test_joint_audio_video_image_to_video_lora_validates_with_sound_and_resumes_exactly(
+    tiny_ltx2, joint_dataset, tmp_path
+) -> None:
+    image = tmp_path / "第一帧 first.png"
+    Image.fromarray(scene_frames(SIZE, SIZE, 1, 3)[0]).save(image)
+    output = tmp_path / "运行 joint"
+    data = run_config(
+        tiny_ltx2, joint_dataset, output, with_audio=True, first_frame_p=1.0,
+        prompts=["APT a bright square moves", "APT the square from this image"], images=[None, str(image)],
+    )
+    result = run_training(config_from_dict(data))
+    assert result.final_step == STEPS
+    for step in (0, STEPS):  # text-to-video and image-to-video, before the first step and after the last
+        videos = sorted((output / "samples" / f"step_{step:06d}").glob("*.mp4"))
+        assert len(videos) == 2
+        for video in videos:
+            frames, seconds = streams(video)
+            assert frames == VALIDATION_FRAMES
+            # The sound lasts as long as the video, up to one AAC frame of padding (1024 samples).
+            duration = VALIDATION_FRAMES / CLIP_FPS
+            assert duration - 0.05 <= seconds <= duration + 1024 / VOCODER_SAMPLE_RATE + 0.05
+    lora = load_file(str(result.lora_path))
+    assert any(".audio_attn1." in key for key in lora) and any(".video_to_audio_attn." in key for key in lora)
+    assert all(key.startswith("transformer.transformer_blocks.") for key in lora)
+    assert all(value.abs().sum() > 0 for key, value in lora.items() if ".lora_B." in key)  # every adapter trained
+
+    shutil.rmtree(checkpoints.checkpoint_dir(output, STEPS))  # as if the run died during step 3
+    result.lora_path.unlink()
+    resumed = run_training(config_from_dict(data), resume=True)
+    after_resume = load_file(str(resumed.lora_path))
+    assert after_resume.keys() == lora.keys()
+    for key, value in lora.items():
+        assert torch.equal(after_resume[key], value), key
+
+
+def test_video_only_lora_trains_from_clips_without_sound(tiny_ltx2, tmp_path) -> None:
+    clip = make_clip(tmp_path / "silent.mp4", width=SIZE, height=SIZE, frames_per_scene=(CLIP_FRAMES,), fps=CLIP_FPS)
+    data_root = tmp_path / "video only"
+    precompute_ltx2_samples(
+        tiny_ltx2, [ClipToEncode(clip, "APT a square", "silent")], data_root / ".precomputed", SIZE, SIZE,
+        CLIP_FRAMES, with_audio=False,
+    )
+    assert not (data_root / ".precomputed" / AUDIO_LATENTS_DIR).exists()
+    output = tmp_path / "run"
+    result = run_training(config_from_dict(run_config(tiny_ltx2, data_root, output, with_audio=False, first_frame_p=0.0)))
+    lora = load_file(str(result.lora_path))
+    assert not any("audio" in key for key in lora)
+    assert all(value.abs().sum() > 0 for key, value in lora.items() if ".lora_B." in key)
+    frames, _ = streams(next((output / "samples" / "step_000000").glob("*.mp4")))
+    assert frames == VALIDATION_FRAMES
+
+    # The same silent data cannot feed a joint run: the missing audio file is named.
+    joint = config_from_dict(run_config(tiny_ltx2, data_root, tmp_path / "joint", with_audio=True, first_frame_p=0.0))
+    with pytest.raises(DatasetError, match=r"audio_latents.+silent\.pt.+with_audio"):
+        run_training(joint)
+
+
+def test_joint_precompute_refuses_a_clip_without_sound_naming_it(tiny_ltx2, tmp_path) -> None:
+    clip = make_clip(tmp_path / "无声 silent.mp4", width=SIZE, height=SIZE, frames_per_scene=(CLIP_FRAMES,), fps=CLIP_FPS)
+    with pytest.raises(MissingAudioError, match="无声 silent.mp4"):
+        precompute_ltx2_samples(
+            tiny_ltx2, [ClipToEncode(clip, "APT", "silent")], tmp_path / "out", SIZE, SIZE, CLIP_FRAMES, with_audio=True
+        )
+
+
+def test_train_script_stops_with_a_checkpoint_and_resumes_to_the_end(tiny_ltx2, joint_dataset, tmp_path) -> None:
+    """scripts/train.py as the GUI runs it: the stop file (the GUI's Stop, a first Ctrl+C) saves and exits 130."""
+    output = tmp_path / "cli run"
+    data = run_config(tiny_ltx2, joint_dataset, output, with_audio=True, first_frame_p=0.5)
+    data["validation"]["interval"] = None
+    config_path = tmp_path / "配置.yaml"
+    config_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    stop_file = tmp_path / "stop"
+    stop_file.touch()
+    env = {**os.environ, STOP_FILE_ENV: str(stop_file), "OMP_NUM_THREADS": "1", "PYTHONUTF8": "1"}
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), str(config_path)]
+    stopped = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert [step for step, _ in checkpoints.list_checkpoints(output)] == [1]
+    stop_file.unlink()
+    finished = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, encoding="utf-8",
+                              timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert (output / "lora_weights.safetensors").is_file()
+    assert [step for step, _ in checkpoints.list_checkpoints(output)][-1] == STEPS
