@@ -72,7 +72,7 @@ def precompute_ltx2_samples(
     device = torch.device(device)
     root = Path(output_root)
     conditions = _encode_captions(model_dir, [clip.caption for clip in clips], device, load_text_encoder_in_8bit)
-    for clip, (video_embeds, audio_embeds) in zip(clips, conditions):
+    for clip, (video_embeds, audio_embeds) in zip(clips, conditions, strict=True):
         _save({"video_embeds": video_embeds, "audio_embeds": audio_embeds}, root / "conditions" / f"{clip.name}.pt")
 
     vae = ltx2.load_component(model_dir, "vae", dtype, device)
