@@ -202,3 +202,49 @@ def test_train_script_stops_with_a_checkpoint_and_resumes_to_the_end(tiny_ltx2, 
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert (output / "lora_weights.safetensors").is_file()
     assert [step for step, _ in checkpoints.list_checkpoints(output)][-1] == STEPS
+
+
+def test_run_lora_and_its_comfyui_file_load_in_ltx2_pipeline_with_every_key_and_the_trained_deltas(
+    tiny_ltx2, joint_dataset, tmp_path
+) -> None:
+    from diffusers import LTX2Pipeline
+    from peft import get_peft_model_state_dict
+
+    from ltxtrainer.export import to_diffusers
+
+    output = tmp_path / "run"
+    data = run_config(tiny_ltx2, joint_dataset, output, with_audio=True, first_frame_p=0.0)
+    data["lora"].update(rank=4, alpha=12)  # scale 3: folding is checked to float rounding
+    data["validation"]["interval"] = None
+    result = run_training(config_from_dict(data))
+    # The final checkpoint keeps the adapter unfolded in fp32: the trained weights themselves.
+    trained = {
+        key.removeprefix("transformer."): value
+        for key, value in load_file(str(result.checkpoint / "lora_weights.safetensors")).items()
+    }
+    comfy = tmp_path / "导出 lora_comfy.safetensors"
+    convert = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "convert_to_comfyui.py"), str(result.lora_path), "--output", str(comfy)],
+        capture_output=True, text=True, encoding="utf-8", env={**os.environ, "PYTHONUTF8": "1"}, timeout=120,
+    )
+    assert convert.returncode == 0, convert.stderr[-2000:]
+    assert all(key.startswith("diffusion_model.transformer_blocks.") for key in load_file(str(comfy)))
+
+    for path in (result.lora_path, comfy):
+        pipeline = LTX2Pipeline.from_pretrained(tiny_ltx2)
+        pipeline.load_lora_weights(str(path), adapter_name="trained")
+        loaded = get_peft_model_state_dict(pipeline.transformer, adapter_name="trained")
+        assert set(loaded) == set(trained), path
+        for key in [key for key in trained if key.endswith("lora_A.weight")]:
+            module = key.removesuffix(".lora_A.weight")
+            layer = pipeline.transformer.get_submodule(module)
+            loaded_delta = loaded[f"{module}.lora_B.weight"].float() @ loaded[key].float() * layer.scaling["trained"]
+            trained_delta = trained[f"{module}.lora_B.weight"] @ trained[key] * 3.0
+            torch.testing.assert_close(loaded_delta, trained_delta, rtol=2e-2, atol=1e-4)
+
+    # Back from ComfyUI to diffusers gives the run's own tensors.
+    back = load_file(str(to_diffusers(comfy, tmp_path / "back.safetensors")))
+    run_file = load_file(str(result.lora_path))
+    assert back.keys() == run_file.keys()
+    for key, value in run_file.items():
+        torch.testing.assert_close(back[key], value, rtol=1e-2, atol=0)

@@ -418,7 +418,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         last_checkpoint = save(step)
     lora_path = None
     if accelerator.is_main_process and config.model.training_mode == "lora":
-        lora_path = save_lora(accelerator.unwrap_model(model), config, output_dir / LORA_FILE)
+        lora_path = save_lora(accelerator.unwrap_model(model), config, output_dir / LORA_FILE, family=family.FAMILY)
     if validation.interval and step % validation.interval and accelerator.is_main_process:
         validate(step)
     _log(accelerator, metrics_path, "train_end", status="finished", step=step,
