@@ -248,3 +248,31 @@ def test_run_lora_and_its_comfyui_file_load_in_ltx2_pipeline_with_every_key_and_
     assert back.keys() == run_file.keys()
     for key, value in run_file.items():
         torch.testing.assert_close(back[key], value, rtol=1e-2, atol=0)
+
+
+def test_int8_quantization_keeps_both_streams_outer_modules_and_quantizes_every_block_linear(tiny_ltx2, tmp_path) -> None:
+    from optimum.quanto import QLinear
+
+    from ltxtrainer.training.model_setup import prepare_transformer
+
+    data = run_config(tiny_ltx2, tmp_path, tmp_path / "run", with_audio=True, first_frame_p=0.0)
+    data["acceleration"]["quantization"] = "int8-quanto"
+    transformer = prepare_transformer(
+        ltx2.load_transformer(tiny_ltx2, torch.bfloat16), config_from_dict(data), torch.device("cpu"),
+        quantize_exclude=ltx2.QUANTIZE_EXCLUDE,
+    )
+    linears = {name: module for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)}
+    outside = [name for name in linears if not name.startswith("transformer_blocks.") and ".lora_" not in name]
+    assert any(name.startswith("audio_proj_in") for name in outside)
+    assert not any(isinstance(linears[name], QLinear) for name in outside), outside
+    inside = [name for name in linears if name.startswith("transformer_blocks.") and ".lora_" not in name]
+    assert inside and all(isinstance(linears[name], QLinear) for name in inside)
+
+
+def test_with_audio_on_an_ltx_video_model_is_refused_naming_the_field(tiny_model_dir, joint_dataset, tmp_path) -> None:
+    from ltxtrainer.config import ConfigError
+
+    data = run_config(tiny_model_dir, joint_dataset, tmp_path / "run", with_audio=True, first_frame_p=0.0)
+    data["lora"]["target_modules"] = ["to_q"]
+    with pytest.raises(ConfigError, match="model.with_audio"):
+        run_training(config_from_dict(data))

@@ -462,13 +462,17 @@ def predict(transformer, inputs: LTX2StepInputs) -> tuple[torch.Tensor, torch.Te
     Video-only: one zero audio token stands in for the audio stream and `isolate_modalities`
     switches the audio<->video cross-attention off, so nothing of it reaches the video.
     """
+    from accelerate.utils import extract_model_from_parallel
+
     sample = inputs.sample
     batch = sample.video_latents.shape[0]
-    dtype = transformer.dtype
+    # The call goes through the (DDP/FSDP-)wrapped model; dtype and config are the model's own.
+    base = extract_model_from_parallel(transformer)
+    dtype = base.dtype
     timesteps = inputs.sigmas * 1000.0
     if inputs.noisy_audio is None:
         audio = torch.zeros(
-            batch, 1, transformer.config.audio_in_channels, device=sample.video_latents.device
+            batch, 1, base.config.audio_in_channels, device=sample.video_latents.device
         )
         audio_frames = 1
     else:
