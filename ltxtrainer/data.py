@@ -100,10 +100,10 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         without_fps = 0
         for latents_path in sorted(latents_dir.rglob("*.pt")):
             conditions_path = _conditions_path(latents_path, latents_dir, conditions_dir)
-            bucket, has_fps = self._bucket_of(latents_path, expected_channels)
-            without_fps += not has_fps
+            bucket, fps = self._bucket_of(latents_path, expected_channels)
+            without_fps += fps is None
             if bucket_by_fps:
-                bucket = (*bucket, float(_load(latents_path, mmap=True).get("fps", DEFAULT_FPS)))
+                bucket = (*bucket, DEFAULT_FPS if fps is None else fps)
             audio_path = None
             if audio_channels is not None:
                 audio_path = self.root / AUDIO_LATENTS_DIR / latents_path.relative_to(latents_dir)
@@ -119,8 +119,8 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         self.samples = samples
 
     @staticmethod
-    def _bucket_of(path: Path, expected_channels: int | None) -> tuple[Bucket, bool]:
-        """The sample's latent (frames, height, width), and whether the file records its fps."""
+    def _bucket_of(path: Path, expected_channels: int | None) -> tuple[Bucket, float | None]:
+        """The sample's latent (frames, height, width), and the fps the file records (None: none)."""
         # Memory-mapped: indexing needs shapes and sizes only, not every latent read from disk twice.
         data = _load(path, mmap=True)
         missing = {"latents", "num_frames", "height", "width"} - set(data)
@@ -138,7 +138,7 @@ class PrecomputedDataset(torch.utils.data.Dataset):
                 f"{path}: latents have {latents.shape[1]} channels but the model expects {expected_channels}; "
                 "was the dataset preprocessed with another model?"
             )
-        return (frames, height, width), "fps" in data
+        return (frames, height, width), (float(data["fps"]) if "fps" in data else None)
 
     @property
     def buckets(self) -> dict[Bucket, list[int]]:

@@ -71,9 +71,7 @@ def precompute_ltx2_samples(
     """
     device = torch.device(device)
     root = Path(output_root)
-    conditions = _encode_captions(model_dir, [clip.caption for clip in clips], device, load_text_encoder_in_8bit)
-    for clip, (video_embeds, audio_embeds) in zip(clips, conditions, strict=True):
-        _save({"video_embeds": video_embeds, "audio_embeds": audio_embeds}, root / "conditions" / f"{clip.name}.pt")
+    _write_caption_embeddings(model_dir, clips, root, device, load_text_encoder_in_8bit)
 
     vae = ltx2.load_component(model_dir, "vae", dtype, device)
     audio_vae = ltx2.load_component(model_dir, "audio_vae", dtype, device) if with_audio else None
@@ -110,19 +108,21 @@ def precompute_ltx2_samples(
     return written
 
 
-def _encode_captions(
-    model_dir: str | os.PathLike, captions: list[str], device: torch.device, load_in_8bit: bool
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(video, audio) connector outputs per caption in bf16, one caption at a time (Gemma's
-    stacked hidden states of one 1024-token caption are 385 MB in bf16 for Gemma 3 12B)."""
+def _write_caption_embeddings(
+    model_dir: str | os.PathLike, clips: list[ClipToEncode], root: Path, device: torch.device, load_in_8bit: bool
+) -> None:
+    """conditions/<name>.pt for every clip: the (video, audio) connector outputs in bf16, one caption
+    at a time and written at once (Gemma's stacked hidden states of one 1024-token caption are
+    385 MB in bf16 for Gemma 3 12B; a stored caption is 15.7 MB)."""
     tokenizer = ltx2.load_component(model_dir, "tokenizer")
     text_encoder = ltx2.load_text_encoder(model_dir, device, load_in_8bit)
     connectors = ltx2.load_component(model_dir, "connectors", text_encoder.dtype, device)
-    encoded = []
-    for caption in captions:
-        (text,) = ltx2.encode_prompts(tokenizer, text_encoder, connectors, [caption])
-        encoded.append((text.video.to(STORED_TEXT_DTYPE), text.audio.to(STORED_TEXT_DTYPE)))
+    for clip in clips:
+        (text,) = ltx2.encode_prompts(tokenizer, text_encoder, connectors, [clip.caption])
+        _save(
+            {"video_embeds": text.video.to(STORED_TEXT_DTYPE), "audio_embeds": text.audio.to(STORED_TEXT_DTYPE)},
+            root / "conditions" / f"{clip.name}.pt",
+        )
     del text_encoder, connectors
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return encoded
