@@ -276,3 +276,29 @@ def test_with_audio_on_an_ltx_video_model_is_refused_naming_the_field(tiny_model
     data["lora"]["target_modules"] = ["to_q"]
     with pytest.raises(ConfigError, match="model.with_audio"):
         run_training(config_from_dict(data))
+
+
+def test_lora_targets_of_the_other_family_are_refused_with_the_valid_names(tiny_model_dir, tiny_ltx2, tmp_path) -> None:
+    from ltxtrainer.config import ConfigError
+    from ltxtrainer.models import ltx_video
+    from ltxtrainer.training.model_setup import prepare_transformer
+
+    data = run_config(tiny_model_dir, tmp_path, tmp_path / "run", with_audio=False, first_frame_p=0.0)
+    data["lora"]["target_modules"] = ["attn1.to_q", "audio_attn1.to_q"]  # an LTX-2 preset on LTX-Video 0.9
+    with pytest.raises(ConfigError, match=r"\['audio_attn1.to_q'\].+attn1.to_k"):
+        prepare_transformer(ltx_video.load_transformer(tiny_model_dir), config_from_dict(data), torch.device("cpu"))
+    data["lora"]["target_modules"] = ltx2.lora_target_modules(feed_forward=True, audio=True, cross_modal=True)
+    transformer = prepare_transformer(ltx2.load_transformer(tiny_ltx2), config_from_dict(data), torch.device("cpu"))
+    assert any("audio_ff" in name and "lora_A" in name for name, _ in transformer.named_parameters())
+
+
+def test_ltx2_3_joint_lora_trains_and_renders_with_sound(clips_with_sound, tmp_path) -> None:
+    """LTX-2.3 (gated attention, prompt modulation, per-modality connectors) through the same path."""
+    model = save_tiny_ltx2_model(tmp_path / "tiny-ltx2.3", version="2.3")
+    data_root = tmp_path / "data"
+    precompute_ltx2_samples(model, clips_with_sound[:1], data_root / ".precomputed", SIZE, SIZE, CLIP_FRAMES, True)
+    output = tmp_path / "run"
+    result = run_training(config_from_dict(run_config(model, data_root, output, with_audio=True, first_frame_p=0.5)))
+    assert all(value.abs().sum() > 0 for key, value in load_file(str(result.lora_path)).items() if ".lora_B." in key)
+    frames, seconds = streams(next((output / "samples" / f"step_{STEPS:06d}").glob("*.mp4")))
+    assert frames == VALIDATION_FRAMES and seconds > 0.5
