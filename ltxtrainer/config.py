@@ -65,6 +65,12 @@ class ModelConfig(Section):
         default=None,
         description="A checkpoint folder or LoRA file to start from, or 'latest' for this run's latest checkpoint.",
     )
+    with_audio: bool = Field(
+        default=False,
+        description="ltxtrainer addition, LTX-2 models only: train the audio stream with the video (joint "
+        "audio+video LoRA; every clip needs sound, preprocessed into audio_latents/). False trains video only. "
+        "The model family itself is read from the model folder.",
+    )
 
 
 class LoraConfig(Section):

@@ -21,7 +21,11 @@ import torch
 
 from ltxtrainer.progress import say
 
-Bucket = tuple[int, int, int]  # latent (frames, height, width)
+Bucket = tuple  # latent (frames, height, width), and the fps where a family batches by it (LTX-2)
+
+# What a 0.9 conditions file holds, and the dtype each is trained in.
+T5_CONDITIONS: dict[str, torch.dtype] = {"prompt_embeds": torch.float32, "prompt_attention_mask": torch.bool}
+AUDIO_LATENTS_DIR = "audio_latents"
 
 
 # A file without fps gets the frame rate LTXPipeline generates at by default; only the temporal
@@ -68,25 +72,43 @@ class Sample:
     latents_path: Path
     conditions_path: Path
     bucket: Bucket
+    audio_latents_path: Path | None = None
 
 
 class PrecomputedDataset(torch.utils.data.Dataset):
     """Precomputed latents and text embeddings, indexed once at start-up.
 
     Shapes are checked up front against each other (a mismatched file names itself here, not as a
-    reshape error an hour into training).
+    reshape error an hour into training). The family says what a conditions file holds
+    (`conditions`: key -> training dtype; 0.9's T5 embeddings by default), whether each sample has
+    audio latents of `audio_channels` features in `audio_latents/` (LTX-2 joint training) and
+    whether batches keep one frame rate (`bucket_by_fps`: LTX-2's transformer takes one fps a call).
     """
 
-    def __init__(self, root: str | Path, expected_channels: int | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        expected_channels: int | None = None,
+        conditions: dict[str, torch.dtype] = T5_CONDITIONS,
+        audio_channels: int | None = None,
+        bucket_by_fps: bool = False,
+    ):
         self.root = find_precomputed_root(root)
+        self.conditions = conditions
         latents_dir, conditions_dir = self.root / "latents", self.root / "conditions"
         samples: list[Sample] = []
         without_fps = 0
         for latents_path in sorted(latents_dir.rglob("*.pt")):
             conditions_path = _conditions_path(latents_path, latents_dir, conditions_dir)
-            bucket, has_fps = self._bucket_of(latents_path, expected_channels)
-            without_fps += not has_fps
-            samples.append(Sample(latents_path, conditions_path, bucket))
+            bucket, fps = self._bucket_of(latents_path, expected_channels)
+            without_fps += fps is None
+            if bucket_by_fps:
+                bucket = (*bucket, DEFAULT_FPS if fps is None else fps)
+            audio_path = None
+            if audio_channels is not None:
+                audio_path = self.root / AUDIO_LATENTS_DIR / latents_path.relative_to(latents_dir)
+                _check_audio_latents(audio_path, audio_channels)
+            samples.append(Sample(latents_path, conditions_path, bucket, audio_path))
         if not samples:
             raise DatasetError(f"No precomputed samples (*.pt) in {latents_dir}")
         if without_fps:
@@ -97,8 +119,8 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         self.samples = samples
 
     @staticmethod
-    def _bucket_of(path: Path, expected_channels: int | None) -> tuple[Bucket, bool]:
-        """The sample's latent (frames, height, width), and whether the file records its fps."""
+    def _bucket_of(path: Path, expected_channels: int | None) -> tuple[Bucket, float | None]:
+        """The sample's latent (frames, height, width), and the fps the file records (None: none)."""
         # Memory-mapped: indexing needs shapes and sizes only, not every latent read from disk twice.
         data = _load(path, mmap=True)
         missing = {"latents", "num_frames", "height", "width"} - set(data)
@@ -116,7 +138,7 @@ class PrecomputedDataset(torch.utils.data.Dataset):
                 f"{path}: latents have {latents.shape[1]} channels but the model expects {expected_channels}; "
                 "was the dataset preprocessed with another model?"
             )
-        return (frames, height, width), "fps" in data
+        return (frames, height, width), (float(data["fps"]) if "fps" in data else None)
 
     @property
     def buckets(self) -> dict[Bucket, list[int]]:
@@ -132,17 +154,35 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         sample = self.samples[index]
         latents = _load(sample.latents_path)
         conditions = _load(sample.conditions_path)
-        if "prompt_embeds" not in conditions or "prompt_attention_mask" not in conditions:
-            raise DatasetError(f"{sample.conditions_path} lacks prompt_embeds/prompt_attention_mask")
-        return {
+        if any(key not in conditions for key in self.conditions):
+            raise DatasetError(f"{sample.conditions_path} lacks {'/'.join(self.conditions)}")
+        item = {
             "latents": latents["latents"].float(),
             "num_frames": int(latents["num_frames"]),
             "height": int(latents["height"]),
             "width": int(latents["width"]),
             "fps": float(latents.get("fps", DEFAULT_FPS)),
-            "prompt_embeds": conditions["prompt_embeds"].float(),
-            "prompt_attention_mask": conditions["prompt_attention_mask"].bool(),
         }
+        item.update({key: conditions[key].to(dtype) for key, dtype in self.conditions.items()})
+        if sample.audio_latents_path is not None:
+            item["audio_latents"] = _load(sample.audio_latents_path)["latents"].float()
+        return item
+
+
+def _check_audio_latents(path: Path, channels: int) -> None:
+    """An audio run needs every clip's audio latents [L, channels]; a missing file names the clip."""
+    if not path.is_file():
+        raise DatasetError(
+            f"{path} is missing: this run trains audio (model.with_audio: true) but the clip has no audio "
+            "latents. Preprocess the clips with sound, remove the clip, or set model.with_audio: false."
+        )
+    latents = _load(path, mmap=True).get("latents")
+    if latents is None or latents.ndim != 2 or latents.shape[1] != channels:
+        shape = None if latents is None else tuple(latents.shape)
+        raise DatasetError(
+            f"{path}: audio latents of shape {shape}, expected [frames, {channels}]; "
+            "was the dataset preprocessed with another model?"
+        )
 
 
 def _conditions_path(latents_path: Path, latents_dir: Path, conditions_dir: Path) -> Path:

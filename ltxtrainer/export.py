@@ -520,6 +520,15 @@ def _convert(source: str | os.PathLike, destination: str | os.PathLike | None, d
     if _already_converted(target, source_hash, direction):
         say(f"Skipped: {target} is already the {direction} conversion of {path.name}.")
         return target
+    tensors, metadata = _load_safetensors(path)
+    if is_ltx2_lora(tensors, metadata):
+        tensors, metadata = _ltx2_conversion(tensors, metadata, path, direction)
+        record = json.loads(metadata[LTXTRAINER_METADATA_KEY])
+        record.update(direction=direction, source=path.name, source_sha256=source_hash)
+        metadata[LTXTRAINER_METADATA_KEY] = json.dumps(record, sort_keys=True)
+        _atomic_save(tensors, metadata, target)
+        say(f"LTX-2 LoRA: {len(tensors) // 2} modules, rank {record['rank']}, alpha {record['alpha']} -> {target}")
+        return target
     lora = read_lora(path)
     if direction == "comfy":
         if lora.format == "comfyui" and lora.folded:
@@ -540,6 +549,53 @@ def _convert(source: str | os.PathLike, destination: str | os.PathLike | None, d
         say(f"Note: {note}.")
     say(f"{lora.describe()} -> {target}")
     return target
+
+
+# Modules only LTX-2's transformer blocks have (audio stream, audio<->video attention).
+_LTX2_ONLY_MODULES = re.compile(r"\.(audio_attn1|audio_attn2|audio_to_video_attn|video_to_audio_attn|audio_ff)\.")
+
+
+def is_ltx2_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bool:
+    """An LTX-2 LoRA: our record says so (a video-only LTX-2 LoRA has 0.9-like keys), or it adapts audio modules."""
+    record = json.loads(metadata.get(LTXTRAINER_METADATA_KEY, "{}"))
+    return record.get("family") == "ltx2" or any(_LTX2_ONLY_MODULES.search(key) for key in tensors)
+
+
+def _ltx2_conversion(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path, direction: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """An LTX-2 LoRA (diffusers `transformer.` or ComfyUI `diffusion_model.` keys) in the other format.
+
+    Module names inside the blocks are the same in both, so the file is renamed; ComfyUI's file is
+    `ltx2.comfyui_state_dict` of the unfolded adapter (alpha/rank folded back in). Both are folded,
+    so `LTX2Pipeline.load_lora_weights` and ComfyUI load them at the trained strength.
+    """
+    from ltxtrainer.models import ltx2
+
+    source_format = detect_format(list(tensors), path)
+    if source_format not in ("diffusers", "comfyui") or any(key.endswith(".alpha") for key in tensors):
+        raise LoraFormatError(
+            f"{path} is an LTX-2 LoRA in {source_format} layout (or with .alpha keys); only diffusers "
+            "(transformer.) and ComfyUI (diffusion_model.) LTX-2 files without .alpha keys are converted."
+        )
+    if (source_format == "comfyui") == (direction == "comfy"):
+        raise LoraFormatError(f"{path} is already a {source_format} LTX-2 LoRA; nothing to convert.")
+    record = json.loads(metadata.get(LTXTRAINER_METADATA_KEY, "{}"))
+    prefix = PREFIXES[source_format]
+    state = {key.removeprefix(prefix): value for key, value in tensors.items()}
+    rank = next(value.shape[0] for key, value in state.items() if key.endswith(".lora_A.weight"))
+    # A file without our record loads at alpha = rank everywhere (ComfyUI: no .alpha keys; diffusers:
+    # the metadata's alpha is applied only by 0.35+, which we do not rely on); it is taken as folded.
+    alpha = float(record.get("alpha", rank))
+    scale = alpha / rank if record.get("folded", True) and "alpha" in record else 1.0
+    unfolded = {key: value.float() / scale if ".lora_B." in key else value for key, value in state.items()}
+    if direction == "comfy":
+        folded, new_metadata = ltx2.comfyui_state_dict(unfolded, rank, alpha)
+        key_dtype = {ltx2.COMFYUI_PREFIX + key: value.dtype for key, value in state.items()}
+        return {key: value.to(key_dtype[key]) for key, value in folded.items()}, new_metadata
+    converted = {f"{DIFFUSERS_COMPONENT}.{key}": value.contiguous() for key, value in state.items()}
+    new_record = {"family": "ltx2", "folded": True, "rank": rank, "alpha": _number(alpha), "scale": alpha / rank}
+    return converted, {"format": "pt", LTXTRAINER_METADATA_KEY: json.dumps(new_record, sort_keys=True)}
 
 
 def to_comfyui(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:

@@ -1,9 +1,10 @@
-"""Convert an LTX-Video LoRA between ComfyUI and diffusers formats, or merge it into the base model.
+"""Convert an LTX-Video or LTX-2 LoRA between ComfyUI and diffusers formats, or merge it (0.9) into the base model.
 
     python scripts/convert_to_comfyui.py LORA.safetensors [--output PATH] [--to diffusers]
     python scripts/convert_to_comfyui.py LORA.safetensors --merge --model-path DIR --strength S --output-dir DIR
 
-The input format (diffusers, ComfyUI, kohya, peft) is detected from the file. The ComfyUI file
+The input format (diffusers, ComfyUI, kohya, peft) is detected from the file, and so is the family:
+an LTX-2 LoRA says so in our metadata or adapts audio modules (`export.is_ltx2_lora`). The ComfyUI file
 it writes loads at the trained strength in ComfyUI and in diffusers alike; the diffusers file has
 alpha/rank folded in too, so diffusers releases before 0.35 (which ignore the stored alpha) load it right.
 """

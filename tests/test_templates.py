@@ -128,12 +128,42 @@ def test_the_gui_and_pipeline_templates_are_shipped_files():
     assert {CONFIGS / name for name in TEMPLATES.values()} <= set(SHIPPED)
 
 
+@pytest.fixture(scope="module")
+def tiny_ltx2_dir(tmp_path_factory) -> Path:
+    from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
+
+    return save_tiny_ltx2_model(tmp_path_factory.mktemp("models") / "tiny-ltx2")
+
+
+@pytest.fixture(scope="module")
+def ltx2_dataset(tiny_ltx2_dir, tmp_path_factory) -> Path:
+    """Clips with sound at CLIP_FPS, precomputed for LTX-2 with audio, as preprocessing writes them."""
+    from ltxtrainer.precompute_ltx2 import ClipToEncode, precompute_ltx2_samples
+    from ltxtrainer.synthetic import scene_frames
+    from ltxtrainer.training.validation_ltx2 import write_video_with_audio
+
+    root = tmp_path_factory.mktemp("ltx2 dataset")
+    clips = []
+    for index, fps in enumerate(CLIP_FPS):
+        rate = 24000
+        times = torch.arange(int(rate * 17 / fps) + rate // 10) / rate
+        wave = (0.3 * torch.sin(2 * torch.pi * 220.0 * (index + 1) * times)).repeat(2, 1)
+        path = write_video_with_audio(root / f"clip{index}.mp4", scene_frames(64, 64, 17, index), fps, wave, rate)
+        clips.append(ClipToEncode(path, CAPTION, f"clip{index}"))
+    precompute_ltx2_samples(tiny_ltx2_dir, clips, root / ".precomputed", 64, 64, 17, with_audio=True)
+    return root
+
+
 @pytest.mark.parametrize("template", SHIPPED, ids=[path.stem for path in SHIPPED])
-def test_every_shipped_template_trains_validates_and_resumes(tiny_model_dir, dataset, tmp_path, template):
+def test_every_shipped_template_trains_validates_and_resumes(request, tmp_path, template):
     shipped = yaml.safe_load(template.read_text(encoding="utf-8"))
     assert shipped["acceleration"]["mixed_precision_mode"] == "bf16"
     assert shipped["validation"]["skip_initial_validation"] is False
     assert "frame_rate" not in shipped["validation"]  # the dataset's own fps
+    # configs/ltx2_*.yaml are LTX-2 templates: the tiny LTX-2 model and LTX-2 data with sound.
+    ltx2 = template.stem.startswith("ltx2_")
+    tiny_model_dir = request.getfixturevalue("tiny_ltx2_dir" if ltx2 else "tiny_model_dir")
+    dataset = request.getfixturevalue("ltx2_dataset" if ltx2 else "dataset")
     output = tmp_path / "运行 run"
     assert_trains_validates_checkpoints_and_resumes(shrink(shipped, tiny_model_dir, dataset, output), output)
 

@@ -1,8 +1,9 @@
 """Everything specific to the LTX-2 family (LTX-2, 2.3, 2.5; video-only or joint audio+video).
 
-Plain functions, one per job, which the family interface of the wiring phase wraps: loading,
-encoding text / video / audio for precompute, the flow-matching inputs and forward of a training
-step, LoRA target presets and the ComfyUI key map. Latent conventions are `LTX2Pipeline`'s own
+Plain functions, one per job: loading, encoding text / video / audio for precompute, the
+flow-matching inputs and forward of a training step, LoRA target presets and the ComfyUI key map.
+The end of the module implements `models.family.ModelFamily` with them (dataset, collate, training
+loss, validation renderer). Latent conventions are `LTX2Pipeline`'s own
 static helpers, so what the trainer feeds the transformer is exactly what inference feeds it.
 
 Training math follows Lightricks' successor trainer (LTX-2 repo, `packages/ltx-trainer`): both
@@ -25,7 +26,20 @@ import numpy as np
 import torch
 from diffusers import LTX2Pipeline
 
+from ltxtrainer.config import TrainerConfig
+from ltxtrainer.data import PrecomputedDataset
 from ltxtrainer.models.folder import require_model_folder
+from ltxtrainer.training import flow_matching
+
+FAMILY = "ltx2"
+# Everything outside the repeated blocks stays unquantized (small, precision-sensitive), both streams.
+QUANTIZE_EXCLUDE = [
+    "proj_in", "audio_proj_in", "proj_out", "audio_proj_out", "norm_out", "audio_norm_out",
+    "time_embed*", "audio_time_embed*", "av_cross_attn_*", "prompt_adaln*", "audio_prompt_adaln*",
+    "caption_projection*", "audio_caption_projection*", "scale_shift_table", "audio_scale_shift_table",
+]
+# What a conditions file of an LTX-2 sample holds: the connector outputs [S, Dv] and [S, Da].
+TEXT_CONDITIONS: dict[str, torch.dtype] = {"video_embeds": torch.float32, "audio_embeds": torch.float32}
 
 # The pipeline's helpers are static methods: calling them keeps training and inference identical.
 pack_latents = LTX2Pipeline._pack_latents
@@ -77,6 +91,23 @@ def load_component(
         folder, subfolder=name, torch_dtype=dtype, local_files_only=True, use_safetensors=True
     )
     return model.to(device).eval()
+
+
+def load_text_encoder(
+    source: str | os.PathLike | None, device: torch.device, load_in_8bit: bool = False
+) -> torch.nn.Module:
+    """Gemma for precompute and validation prompts: bf16 on a GPU (8-bit through bitsandbytes with
+    `load_in_8bit`, which a 24 GB card needs for Gemma 3 12B), fp32 on the CPU, where 8 bits save nothing."""
+    if not (load_in_8bit and device.type == "cuda"):
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        return load_component(source, "text_encoder", dtype, device)
+    from transformers import BitsAndBytesConfig
+
+    folder = require_model_folder(source)
+    return _component_class(folder, "text_encoder").from_pretrained(
+        folder, subfolder="text_encoder", local_files_only=True, use_safetensors=True, torch_dtype=torch.bfloat16,
+        quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device},
+    ).eval()
 
 
 def load_pipeline(source: str | os.PathLike | None, dtype: torch.dtype = torch.float32) -> LTX2Pipeline:
@@ -431,13 +462,17 @@ def predict(transformer, inputs: LTX2StepInputs) -> tuple[torch.Tensor, torch.Te
     Video-only: one zero audio token stands in for the audio stream and `isolate_modalities`
     switches the audio<->video cross-attention off, so nothing of it reaches the video.
     """
+    from accelerate.utils import extract_model_from_parallel
+
     sample = inputs.sample
     batch = sample.video_latents.shape[0]
-    dtype = transformer.dtype
+    # The call goes through the (DDP/FSDP-)wrapped model; dtype and config are the model's own.
+    base = extract_model_from_parallel(transformer)
+    dtype = base.dtype
     timesteps = inputs.sigmas * 1000.0
     if inputs.noisy_audio is None:
         audio = torch.zeros(
-            batch, 1, transformer.config.audio_in_channels, device=sample.video_latents.device
+            batch, 1, base.config.audio_in_channels, device=sample.video_latents.device
         )
         audio_frames = 1
     else:
@@ -543,3 +578,100 @@ def comfyui_state_dict(
         tensors[COMFYUI_PREFIX + key] = value.contiguous()
     record = {"family": "ltx2", "folded": True, "rank": rank, "alpha": alpha, "scale": scale}
     return tensors, {"format": "pt", LTXTRAINER_METADATA_KEY: json.dumps(record, sort_keys=True)}
+
+
+# ---------------------------------------------------------------- the family interface
+
+
+def load_transformer(
+    source: str | os.PathLike | None, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    return load_component(source, "transformer", dtype, device)
+
+
+def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> PrecomputedDataset:
+    """Video latents and connector outputs, plus `audio_latents/` when the run trains audio.
+
+    Batches keep one frame rate: the transformer takes one fps per call, and the audio length
+    (25 latent frames a second) follows from frames and fps.
+    """
+    audio_channels = transformer.config.audio_in_channels if config.model.with_audio else None
+    return PrecomputedDataset(
+        config.data.preprocessed_data_root,
+        expected_channels=transformer.config.in_channels,
+        conditions=TEXT_CONDITIONS,
+        audio_channels=audio_channels,
+        bucket_by_fps=True,
+    )
+
+
+def collate(items: list[dict]) -> dict:
+    """One bucket's items (same latent size and fps) as the fields of an `LTX2Sample`."""
+    video_text, audio_text, text_mask = collate_text(
+        [TextEmbeddings(item["video_embeds"], item["audio_embeds"]) for item in items]
+    )
+    first = items[0]
+    audio = [item["audio_latents"] for item in items if "audio_latents" in item]
+    return {
+        "latents": torch.stack([item["latents"] for item in items]),
+        "num_frames": first["num_frames"],
+        "height": first["height"],
+        "width": first["width"],
+        "fps": first["fps"],
+        "video_text": video_text,
+        "audio_text": audio_text,
+        "text_mask": text_mask,
+        "audio_latents": torch.stack(audio) if audio else None,
+    }
+
+
+def training_loss(
+    model: torch.nn.Module,
+    batch: dict,
+    config: TrainerConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Joint (or video-only) flow-matching loss of one collated batch.
+
+    Draw order, fixed for exact resume: sigmas (shifted by the video token count, as for 0.9),
+    the first-frame coin, then the video and audio noise (`flow_matching_inputs`).
+    """
+    latents = batch["latents"]
+    batch_size, tokens, _ = latents.shape
+    sigmas = flow_matching.sample_sigmas(
+        config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params,
+        batch_size, tokens, generator,
+    )
+    coin = torch.rand(1, generator=generator).item()  # drawn for every batch, so later draws never shift
+    condition_first = coin < config.first_frame_conditioning_p and flow_matching.can_condition_first_frame(
+        batch["num_frames"]
+    )
+
+    def to_device(tensor: torch.Tensor | None, to_dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        return None if tensor is None else tensor.to(device, to_dtype, non_blocking=True)
+
+    sample = LTX2Sample(
+        video_latents=to_device(latents),
+        latent_frames=batch["num_frames"],
+        latent_height=batch["height"],
+        latent_width=batch["width"],
+        fps=batch["fps"],
+        video_text=to_device(batch["video_text"], dtype),
+        audio_text=to_device(batch["audio_text"], dtype),
+        text_mask=to_device(batch["text_mask"]),
+        audio_latents=to_device(batch["audio_latents"]),
+    )
+    inputs = flow_matching_inputs(sample, sigmas, generator, condition_first)
+    video_prediction, audio_prediction = predict(model, inputs)
+    return step_loss(inputs, video_prediction, audio_prediction)
+
+
+def validation_renderer(
+    model_dir: Path, config: TrainerConfig, dataset: PrecomputedDataset, device: torch.device, dtype: torch.dtype
+):
+    """`validation_ltx2.LTX2Validation`: Gemma prompts encoded now; mp4 files with sound later."""
+    from ltxtrainer.training.validation_ltx2 import LTX2Validation
+
+    return LTX2Validation(model_dir, config, device, dtype)

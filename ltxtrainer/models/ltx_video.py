@@ -1,5 +1,8 @@
 """Everything specific to the LTX-Video family (2B 0.9.0-0.9.6, 13B 0.9.7/0.9.8) in one place.
 
+This module is the family's implementation of `models.family.ModelFamily`: loading, the dataset
+it trains on (T5 embeddings), the training step, the validation renderer and the ComfyUI file.
+
 Loading goes through diffusers/transformers classes, offline (`local_files_only`), from a folder
 checked by `folder.require_model_folder`. Latent conventions are the diffusers `LTXPipeline`'s
 own static helpers, so what the trainer feeds the transformer is exactly what inference feeds it.
@@ -18,8 +21,14 @@ from diffusers import (
     LTXVideoTransformer3DModel,
 )
 
-from ltxtrainer.config import ConfigError
+from ltxtrainer.config import ConfigError, TrainerConfig
+from ltxtrainer.data import PrecomputedDataset
+from ltxtrainer.data import collate as collate  # the family's batch is today's collate
 from ltxtrainer.models.folder import require_model_folder
+from ltxtrainer.training import flow_matching
+from ltxtrainer.training.model_setup import QUANTIZE_EXCLUDE as QUANTIZE_EXCLUDE
+
+FAMILY = "ltx_video"
 
 # The pipeline's helpers are static methods: calling them keeps training and inference identical.
 pack_latents = LTXPipeline._pack_latents
@@ -131,3 +140,90 @@ def encode_prompts(
         dtype=text_encoder.dtype,
     )
     return embeds, mask
+
+
+# ---------------------------------------------------------------- the family interface
+
+
+def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> PrecomputedDataset:
+    """Latents with T5 prompt embeddings; 0.9 has no audio stream."""
+    if config.model.with_audio:
+        raise ConfigError(
+            "model.with_audio: true needs an LTX-2 model; LTX-Video 0.9 has no audio stream. "
+            "Set model.with_audio: false or choose an LTX-2 model folder."
+        )
+    return PrecomputedDataset(config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels)
+
+
+def training_loss(
+    model: torch.nn.Module,
+    batch: dict,
+    config: TrainerConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Flow-matching loss of one collated batch (see `trainer._training_loss` for the seeding).
+
+    Draw order, fixed for exact resume: sigmas, noise, the first-frame coin. Copies to the GPU are
+    non-blocking (the DataLoader pins the batch; the noise is drawn into pinned memory). The model
+    gets its inputs in the dtype of its frozen weights, as the pipeline feeds it at inference.
+    """
+    on_gpu = device.type == "cuda"
+    latents = batch["latents"]
+    batch_size, tokens, _ = latents.shape
+    sigmas = flow_matching.sample_sigmas(
+        config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params,
+        batch_size, tokens, generator,
+    )
+    noise = torch.randn(latents.shape, generator=generator, pin_memory=on_gpu)
+    coin = torch.rand(1, generator=generator).item()  # drawn for every batch, so later draws never shift
+    condition_first = coin < config.first_frame_conditioning_p and flow_matching.can_condition_first_frame(
+        batch["num_frames"]
+    )
+    clean_tokens = flow_matching.first_frame_token_count(batch["height"], batch["width"]) if condition_first else 0
+
+    def to_device(tensor: torch.Tensor, to_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return tensor.to(device, to_dtype, non_blocking=True)
+
+    noisy, timesteps, target, loss_mask = flow_matching.noisy_inputs(
+        to_device(latents), to_device(noise), to_device(sigmas), clean_tokens
+    )
+    prediction = model(
+        hidden_states=noisy.to(dtype),
+        encoder_hidden_states=to_device(batch["prompt_embeds"], dtype),
+        timestep=timesteps,
+        encoder_attention_mask=to_device(batch["prompt_attention_mask"]),
+        num_frames=batch["num_frames"],
+        height=batch["height"],
+        width=batch["width"],
+        rope_interpolation_scale=batch_rope_interpolation_scale(batch["fps"], device),
+        return_dict=False,
+    )[0]
+    if not clean_tokens:  # every token counts: the masked mean is the plain mean, in fewer ops
+        return torch.nn.functional.mse_loss(prediction.float(), target.float())
+    return flow_matching.masked_mse(prediction, target, loss_mask)
+
+
+def batch_rope_interpolation_scale(fps: float | torch.Tensor, device: torch.device) -> tuple:
+    """The RoPE scale `LTXPipeline` passes for each sample's frame rate (one bucket may mix rates).
+
+    A batch of one frame rate gets the pipeline's own tuple. Mixed rates get a temporal scale of
+    shape [B, 1, 1, 1, 1]: diffusers' LTX rope multiplies its frame grid [B, 1, F, H, W] by it
+    (`LTXVideoRotaryPosEmbed._prepare_video_coords`, diffusers 0.42), so each sample keeps its own.
+    """
+    scales = [rope_interpolation_scale(float(rate)) for rate in torch.as_tensor(fps).reshape(-1)]
+    if all(scale == scales[0] for scale in scales):
+        return scales[0]
+    temporal = torch.tensor([scale[0] for scale in scales], dtype=torch.float32, device=device)
+    return (temporal.view(-1, 1, 1, 1, 1), *scales[0][1:])
+
+
+def validation_renderer(
+    model_dir: Path, config: TrainerConfig, dataset: PrecomputedDataset, device: torch.device, dtype: torch.dtype
+):
+    """`validation.LTXVideoValidation`: T5 prompts encoded now at the dataset's own length."""
+    from ltxtrainer.training.validation import LTXVideoValidation
+
+    return LTXVideoValidation(model_dir, config, dataset, device, dtype)
+

@@ -70,12 +70,14 @@ def save_lora(
     path: str | Path,
     dtype: torch.dtype = torch.bfloat16,
     fold_alpha: bool = True,
+    family: str | None = None,
 ) -> Path:
     """Write the adapter in `LTXPipeline.save_lora_weights`' layout, through a temporary name (atomic).
 
     With `fold_alpha` (the run's LoRA file) lora_B is multiplied by alpha/rank in fp32 before the
     cast to `dtype` and diffusers' entry says alpha = rank; without it (checkpoints) the tensors
-    are peft's own and the entry holds the trained alpha.
+    are peft's own and the entry holds the trained alpha. `family` (the model family's name) goes
+    into our record, so export tells an LTX-2 LoRA from a 0.9 one whose keys look alike.
     """
     trained = lora_metadata(config)
     scale = trained["lora_alpha"] / trained["r"]
@@ -92,6 +94,8 @@ def save_lora(
         "scale": scale,
         "adapter_metadata": trained,
     }
+    if family is not None:
+        record["family"] = family
     metadata = {
         "format": "pt",
         # diffusers' own packing of the entry: component-prefixed keys, indent 2, sorted.

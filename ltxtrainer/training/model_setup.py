@@ -37,12 +37,14 @@ def weight_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
-def quantize_transformer(transformer: torch.nn.Module, choice: str) -> None:
-    """Quantize and freeze the base transformer's weights in place."""
+def quantize_transformer(
+    transformer: torch.nn.Module, choice: str, exclude: list[str] = QUANTIZE_EXCLUDE
+) -> None:
+    """Quantize and freeze the base transformer's weights in place, but for the family's `exclude` modules."""
     from optimum import quanto
 
     weights = getattr(quanto, _QUANTO_WEIGHTS[choice])
-    quanto.quantize(transformer, weights=weights, exclude=QUANTIZE_EXCLUDE)
+    quanto.quantize(transformer, weights=weights, exclude=exclude)
     quanto.freeze(transformer)
 
 
@@ -58,8 +60,30 @@ def peft_lora_config(config: TrainerConfig) -> PeftLoraConfig:
     )
 
 
+def check_target_modules(transformer: torch.nn.Module, targets: list[str]) -> None:
+    """Every `lora.target_modules` name must adapt something in this transformer.
+
+    peft matches a name when a module path ends with "." + it and refuses only when no name
+    matches at all, so a name from another family (`audio_attn1.to_q` on LTX-Video 0.9) would
+    silently train less than asked. The message lists the linear layers of the first block.
+    """
+    names = [name for name, _ in transformer.named_modules()]
+    missing = [target for target in targets if not any(name == target or name.endswith("." + target) for name in names)]
+    if missing:
+        block = "transformer_blocks.0."
+        valid = [
+            name.removeprefix(block) for name, module in transformer.named_modules()
+            if name.startswith(block) and isinstance(module, torch.nn.Linear)
+        ]
+        raise ConfigError(
+            f"lora.target_modules {missing} match no module of this model ({type(transformer).__name__}). "
+            f"Names inside every transformer block: {', '.join(valid)} (or their last parts, e.g. to_q)."
+        )
+
+
 def add_lora(transformer: torch.nn.Module, config: TrainerConfig) -> None:
     """Freeze the base and add the adapter; adapter weights are kept in fp32 for stable updates."""
+    check_target_modules(transformer, config.lora.target_modules)
     transformer.requires_grad_(False)
     transformer.add_adapter(peft_lora_config(config), adapter_name=ADAPTER_NAME)
     for name, parameter in transformer.named_parameters():
@@ -119,7 +143,11 @@ def trainable_parameters(transformer: torch.nn.Module) -> list[torch.nn.Paramete
 
 
 def prepare_transformer(
-    transformer: torch.nn.Module, config: TrainerConfig, device: torch.device, gpu_setup: bool | None = None
+    transformer: torch.nn.Module,
+    config: TrainerConfig,
+    device: torch.device,
+    gpu_setup: bool | None = None,
+    quantize_exclude: list[str] = QUANTIZE_EXCLUDE,
 ) -> torch.nn.Module:
     """Apply quantization, LoRA and memory options to a loaded transformer; returns it on `device`.
 
@@ -134,7 +162,7 @@ def prepare_transformer(
     if config.model.training_mode == "lora":
         choice = config.acceleration.quantization_choice
         if choice:
-            quantize_transformer(transformer, choice)
+            quantize_transformer(transformer, choice, quantize_exclude)
         add_lora(transformer, config)
         if autocast_adapters:
             run_adapters_in_autocast(transformer, device.type, weight_dtype(config, device))

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from ltxtrainer import platform_checks, progress, stopfile
 from ltxtrainer.config import ConfigError, TrainerConfig, save_config
-from ltxtrainer.data import BucketBatchOrder, PrecomputedDataset, collate
+from ltxtrainer.data import BucketBatchOrder
 from ltxtrainer.models import ltx_video
+from ltxtrainer.models.family import ModelFamily, family_for
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.training import checkpoints, flow_matching
 from ltxtrainer.training.lora_io import (
@@ -38,12 +39,10 @@ from ltxtrainer.training.lora_io import (
 )
 from ltxtrainer.training.model_setup import prepare_transformer, trainable_parameters, weight_dtype
 from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
-from ltxtrainer.training.validation import (
-    dataset_frame_rate,
-    dataset_text_length,
-    encode_validation_prompts,
-    sample_videos,
-)
+from ltxtrainer.training.validation import dataset_frame_rate
+
+# tests/test_training_math.py checks the 0.9 RoPE scale under the trainer's old name.
+_rope_interpolation_scale = ltx_video.batch_rope_interpolation_scale
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
@@ -253,12 +252,13 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         raise ConfigError(str(error)) from None
 
     dtype = weight_dtype(config, device)
-    transformer = ltx_video.load_transformer(model_dir, dtype=dtype)
-    dataset = PrecomputedDataset(config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels)
+    family = family_for(model_dir)
+    transformer = family.load_transformer(model_dir, dtype=dtype)
+    dataset = family.open_dataset(config, transformer)
     order = BucketBatchOrder(
         dataset.buckets, config.optimization.batch_size, config.seed, accelerator.process_index, accelerator.num_processes
     )
-    validation_inputs = None
+    renderer = None
     validation = config.validation
     validating = bool(validation.prompts and validation.interval)
     if validating and validation.frame_rate is None:
@@ -267,11 +267,9 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     if accelerator.is_main_process:
         save_config(config, output_dir / EFFECTIVE_CONFIG)
     if validating and accelerator.is_main_process:
-        validation_inputs = encode_validation_prompts(
-            str(model_dir), validation, device, dataset_text_length(dataset), config.acceleration.load_text_encoder_in_8bit
-        )
+        renderer = family.validation_renderer(model_dir, config, dataset, device, dtype)
 
-    transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device)
+    transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device, family)
     start_point = _resume_point(config, output_dir, resume)
     start_step = 0
     if start_point is not None:
@@ -297,7 +295,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=_BatchIndices(order, start_step * accumulation, total_steps * accumulation),
-        collate_fn=collate,
+        collate_fn=family.collate,
         num_workers=config.data.num_dataloader_workers,
         pin_memory=device.type == "cuda",
     )
@@ -307,7 +305,6 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         samples=len(dataset), buckets=[list(bucket) for bucket in dataset.buckets], device=str(device),
         processes=accelerator.num_processes,
     )
-    vae = scheduler = None
     rendering_step: int | None = None  # set while validation videos render, for the out-of-memory message
     last_checkpoint: Path | None = None
     step = start_step
@@ -331,17 +328,12 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         return path
 
     def validate(at_step: int) -> None:
-        nonlocal vae, scheduler, rendering_step
-        if validation_inputs is None:
+        nonlocal rendering_step
+        if renderer is None:
             return
-        if vae is None:
-            vae = ltx_video.load_vae(model_dir, dtype=dtype)
-            scheduler = ltx_video.load_scheduler(model_dir)
         folder = output_dir / SAMPLES_DIR / f"step_{at_step:06d}"
         rendering_step = at_step
-        videos = sample_videos(
-            accelerator.unwrap_model(model), vae, scheduler, validation_inputs, validation, folder, device, dtype
-        )
+        videos = renderer.render(accelerator.unwrap_model(model), folder)
         rendering_step = None
         _log(accelerator, metrics_path, "validation", step=at_step, videos=[str(v) for v in videos])
 
@@ -378,7 +370,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
                     sync = micro == accumulation - 1
                     with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                         loss = _training_loss(
-                            model, batch, config, micro_step, accelerator.process_index, device, dtype
+                            model, batch, config, micro_step, accelerator.process_index, device, dtype, family
                         )
                         accelerator.backward(loss / accumulation)
                     part = loss.detach().float() / accumulation
@@ -426,7 +418,7 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
         last_checkpoint = save(step)
     lora_path = None
     if accelerator.is_main_process and config.model.training_mode == "lora":
-        lora_path = save_lora(accelerator.unwrap_model(model), config, output_dir / LORA_FILE)
+        lora_path = save_lora(accelerator.unwrap_model(model), config, output_dir / LORA_FILE, family=family.FAMILY)
     if validation.interval and step % validation.interval and accelerator.is_main_process:
         validate(step)
     _log(accelerator, metrics_path, "train_end", status="finished", step=step,
@@ -436,13 +428,15 @@ def run_training(config: TrainerConfig, resume: bool = False) -> TrainingResult:
     return TrainingResult(output_dir, step, lora_path, last_checkpoint or checkpoints.latest_checkpoint(output_dir))
 
 
-def build_training_parts(transformer: torch.nn.Module, config: TrainerConfig, device: torch.device):
+def build_training_parts(
+    transformer: torch.nn.Module, config: TrainerConfig, device: torch.device, family: ModelFamily = ltx_video
+):
     """(transformer, optimizer, lr scheduler, trained parameters) for a loaded base transformer.
 
     Shared with the benchmark, so what it times is exactly the trainer's setup.
     """
     set_seed(config.seed)  # the adapter's random initialisation, identical on every rank and every run
-    transformer = prepare_transformer(transformer, config, device)
+    transformer = prepare_transformer(transformer, config, device, quantize_exclude=family.QUANTIZE_EXCLUDE)
     trained = trainable_parameters(transformer)
     optimizer = build_optimizer(trained, config, device)
     return transformer, optimizer, build_lr_scheduler(optimizer, config), trained
@@ -498,17 +492,16 @@ def _stop_requested(stop: _StopFlag, accelerator) -> bool:
 
 
 def _training_loss(
-    model, batch: dict, config: TrainerConfig, micro_step: int, rank: int, device: torch.device, dtype: torch.dtype
+    model, batch: dict, config: TrainerConfig, micro_step: int, rank: int, device: torch.device, dtype: torch.dtype,
+    family: ModelFamily = ltx_video,
 ):
     """One micro-batch of flow-matching loss; all randomness comes from the step's own seed.
 
     That seed is a function of the batch's place in the run (micro-step x world size + rank), so
     N data-parallel ranks draw what one process with N-fold accumulation draws for the same batches.
     Random draws come from a CPU generator (identical on every machine, which is what makes resume
-    exact); everything else is computed on `device`. Copies to the GPU are non-blocking (the
-    DataLoader pins the batch; the noise is drawn into pinned memory), so the step never waits
-    for the GPU to drain. The model gets its inputs in the dtype of its frozen weights, as the
-    pipeline feeds it at inference.
+    exact); the family's step (`ModelFamily.training_loss`) draws from it in a fixed order and
+    computes everything else on `device`.
     """
     _save_rank_adapter(model, micro_step, rank)
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
@@ -517,57 +510,10 @@ def _training_loss(
     # torch.manual_seed would also queue seeding for every lazy backend (CUDA, XPU, MTIA), which
     # formats a stack trace each time, about half a millisecond per step.
     torch.random.default_generator.manual_seed(seed)
-    on_gpu = device.type == "cuda"
-    if on_gpu:
+    if device.type == "cuda":
         torch.cuda.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    latents = batch["latents"]
-    batch_size, tokens, _ = latents.shape
-    sigmas = flow_matching.sample_sigmas(
-        config.flow_matching.timestep_sampling_mode, config.flow_matching.timestep_sampling_params,
-        batch_size, tokens, generator,
-    )
-    noise = torch.randn(latents.shape, generator=generator, pin_memory=on_gpu)
-    coin = torch.rand(1, generator=generator).item()  # drawn for every batch, so later draws never shift
-    condition_first = coin < config.first_frame_conditioning_p and flow_matching.can_condition_first_frame(
-        batch["num_frames"]
-    )
-    clean_tokens = flow_matching.first_frame_token_count(batch["height"], batch["width"]) if condition_first else 0
-
-    def to_device(tensor: torch.Tensor, to_dtype: torch.dtype | None = None) -> torch.Tensor:
-        return tensor.to(device, to_dtype, non_blocking=True)
-
-    noisy, timesteps, target, loss_mask = flow_matching.noisy_inputs(
-        to_device(latents), to_device(noise), to_device(sigmas), clean_tokens
-    )
-    prediction = model(
-        hidden_states=noisy.to(dtype),
-        encoder_hidden_states=to_device(batch["prompt_embeds"], dtype),
-        timestep=timesteps,
-        encoder_attention_mask=to_device(batch["prompt_attention_mask"]),
-        num_frames=batch["num_frames"],
-        height=batch["height"],
-        width=batch["width"],
-        rope_interpolation_scale=_rope_interpolation_scale(batch["fps"], device),
-        return_dict=False,
-    )[0]
-    if not clean_tokens:  # every token counts: the masked mean is the plain mean, in fewer ops
-        return torch.nn.functional.mse_loss(prediction.float(), target.float())
-    return flow_matching.masked_mse(prediction, target, loss_mask)
-
-
-def _rope_interpolation_scale(fps: float | torch.Tensor, device: torch.device) -> tuple:
-    """The RoPE scale `LTXPipeline` passes for each sample's frame rate (one bucket may mix rates).
-
-    A batch of one frame rate gets the pipeline's own tuple. Mixed rates get a temporal scale of
-    shape [B, 1, 1, 1, 1]: diffusers' LTX rope multiplies its frame grid [B, 1, F, H, W] by it
-    (`LTXVideoRotaryPosEmbed._prepare_video_coords`, diffusers 0.42), so each sample keeps its own.
-    """
-    scales = [ltx_video.rope_interpolation_scale(float(rate)) for rate in torch.as_tensor(fps).reshape(-1)]
-    if all(scale == scales[0] for scale in scales):
-        return scales[0]
-    temporal = torch.tensor([scale[0] for scale in scales], dtype=torch.float32, device=device)
-    return (temporal.view(-1, 1, 1, 1, 1), *scales[0][1:])
+    return family.training_loss(model, batch, config, generator, device, dtype)
 
 
 def _save_rank_adapter(model, micro_step: int, rank: int) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ltxtrainer.config import ValidationConfig
+from ltxtrainer.config import TrainerConfig, ValidationConfig
 from ltxtrainer.data import DEFAULT_FPS, PrecomputedDataset
 
 # diffusers' LTX examples decode 0.9.1+ VAEs (timestep-conditioned decoders) with a little noise.
@@ -93,7 +93,35 @@ def encode_validation_prompts(
     )
 
 
-def _load_image(path: str, width: int, height: int):
+class LTXVideoValidation:
+    """LTX-Video 0.9's validation renderer (`models.family.ValidationRenderer`).
+
+    T5 runs once here, at the dataset's own length; the VAE and scheduler load at the first render.
+    """
+
+    def __init__(
+        self, model_dir: Path, config: TrainerConfig, dataset: PrecomputedDataset, device: torch.device,
+        dtype: torch.dtype,
+    ):
+        self.model_dir, self.validation, self.device, self.dtype = model_dir, config.validation, device, dtype
+        self.inputs = encode_validation_prompts(
+            str(model_dir), config.validation, device, dataset_text_length(dataset),
+            config.acceleration.load_text_encoder_in_8bit,
+        )
+        self.vae = self.scheduler = None
+
+    def render(self, transformer: torch.nn.Module, output_dir: Path) -> list[Path]:
+        from ltxtrainer.models import ltx_video
+
+        if self.vae is None:
+            self.vae = ltx_video.load_vae(self.model_dir, dtype=self.dtype)
+            self.scheduler = ltx_video.load_scheduler(self.model_dir)
+        return sample_videos(
+            transformer, self.vae, self.scheduler, self.inputs, self.validation, output_dir, self.device, self.dtype
+        )
+
+
+def load_first_frame(path: str, width: int, height: int):
     from PIL import Image
 
     from ltxtrainer.media import resize_and_crop
@@ -143,7 +171,7 @@ def sample_videos(
             pipeline_class = LTXImageToVideoPipeline if image_path else LTXPipeline
             pipeline = pipeline_class(**components)
             pipeline.set_progress_bar_config(disable=True)
-            extra = {"image": _load_image(image_path, width, height)} if image_path else {}
+            extra = {"image": load_first_frame(image_path, width, height)} if image_path else {}
             generator = torch.Generator(device="cpu").manual_seed(validation.seed)
             result = pipeline(
                 prompt_embeds=batch(inputs.prompt_embeds[index : index + 1], dtype),
