@@ -46,6 +46,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ltxtrainer.atomic import replace_with_retry
 from ltxtrainer.models.tiny import TRANSFORMER_CONFIG as TINY_TRANSFORMER_CONFIG
 from ltxtrainer.progress import say
 
@@ -491,7 +492,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], des
     partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     try:
         save_file(tensors, str(partial), metadata=metadata)
-        os.replace(partial, destination)
+        replace_with_retry(partial, destination)  # ComfyUI may hold the old file open on Windows
     finally:
         partial.unlink(missing_ok=True)
 
@@ -720,6 +721,6 @@ def merge_lora(
     (staging / MERGE_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
     if output_dir.exists():
         shutil.rmtree(output_dir)
-    os.replace(staging, output_dir)
+    replace_with_retry(staging, output_dir)
     say(f"Merged {lora.describe()} at strength {strength:g} -> {output_dir}")
     return output_dir
