@@ -332,6 +332,10 @@ FIELDS: dict[str, tuple[str, str, str, str]] = {
     "model.load_checkpoint": ("从检查点开始", "Start from checkpoint",
                               "检查点文件夹或 LoRA 文件，或 latest（本次运行最新的检查点）；留空从头开始",
                               "A checkpoint folder or LoRA file, or 'latest' (this run's latest); empty starts fresh"),
+    "model.with_audio": ("同时训练声音（仅 LTX-2）", "Train sound too (LTX-2 only)",
+                         "LTX-2 模型：音频与视频一起训练，每个片段都需要有声音；关闭则只训练视频",
+                         "LTX-2 models: train the audio stream with the video (every clip needs sound); off trains "
+                         "video only"),
     "lora.enabled": ("写入 LoRA 配置段", "LoRA section", "LoRA 模式必须开启", "Needed in LoRA mode"),
     "lora.rank": ("LoRA 秩", "LoRA rank", "适配器大小；显存和文件大小随之增长", "Adapter size; memory and file size grow with it"),
     "lora.alpha": ("LoRA alpha", "LoRA alpha", "适配器按 alpha/秩 缩放；一般与秩相同",
