@@ -156,6 +156,11 @@ def test_second_run_skips_every_done_stage(demo_untouched):
     assert [(e["stage"], e["status"]) for e in events if e["event"] == "pipeline"] == [
         (stage, "skipped") for stage in STAGES
     ]
+    # each skip is named by a code the GUI says in the user's language, with its values
+    assert [e["code"] for e in events if e["event"] == "pipeline"] == [
+        "already_done", "already_done", "already_done_into", "already_trained", "lora_unchanged"
+    ]
+    assert all(e["values"]["at"] for e in events if e["event"] == "pipeline")
     assert events[-1]["status"] == "finished" and events[-1]["comfyui_lora"] == str(demo["paths"].comfy_file)
 
 

@@ -78,3 +78,17 @@ def test_the_log_shows_human_lines_newest_at_the_bottom_without_json_events():
     assert lines == ["$ run_pipeline.py APT", "[train] step 1 loss 2.0", "train  50%|###", "Pipeline finished <ok>"]
     html = monitor.log_html("\n".join(lines), "(empty)")
     assert "column-reverse" in html and "&lt;ok&gt;" in html  # follows the end; escaped
+
+
+def test_the_stage_table_says_the_pipelines_own_messages_in_the_users_language():
+    """The pipeline names its fixed stage messages by a code; a stage script's own last line stays as written."""
+    events = [
+        {"event": "pipeline_start", "stages": ["split", "train"]},
+        {"event": "pipeline", "stage": "split", "status": "skipped", "message": "already done at 2026-12-01 10:00",
+         "code": "already_done", "values": {"at": "2026-12-01 10:00"}},
+        {"event": "pipeline", "stage": "train", "status": "done", "message": "Training finished at step 2."},
+    ]
+    zh = monitor.progress_html(monitor.stage_progress(events), "zh")
+    assert "已于 2026-12-01 10:00 完成" in zh and "already done" not in zh
+    assert "Training finished at step 2." in zh
+    assert "already done at 2026-12-01 10:00" in monitor.progress_html(monitor.stage_progress(events), "en")

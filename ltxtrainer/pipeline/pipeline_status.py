@@ -98,11 +98,13 @@ class RunStatus:
         self.data.update(data_key=data_key, precomputed_dir=str(precomputed_dir), data_manifest_sha256=manifest_sha256)
         self.save()
 
-    def update(self, stage: str, **fields: Any) -> None:
+    def update(self, stage: str, code: str | None = None, values: dict | None = None, **fields: Any) -> None:
+        """Record a stage's change and announce it; `code` and `values` name a fixed message (the English
+        `message` stays in the file and the log) so the GUI can say it in the user's language."""
         self.data["stages"][stage].update(fields)
         self.save()
         emit("pipeline", stage=stage, status=self.data["stages"][stage]["status"],
-             message=self.data["stages"][stage]["message"])
+             message=self.data["stages"][stage]["message"], code=code, values=values or {})
 
     def finish(self, state: str, error: dict | None = None) -> None:
         self.data.update(state=state, finished_at=now(), error=error)

@@ -108,7 +108,8 @@ class _PipelineRun:
             save_config(plan.config, self.paths.config_file)
             data_dir = Path(plan.config.data.preprocessed_data_root)
             self.status.set_data(self.data_key or self.status.data["data_key"], data_dir, manifest_digest(data_dir))
-        self.status.update(stage, status="running", started_at=started, message=f"running {STAGE_SCRIPTS[stage]}")
+        self.status.update(stage, status="running", started_at=started, message=f"running {STAGE_SCRIPTS[stage]}",
+                           code="running", values={"script": STAGE_SCRIPTS[stage]})
         result = run_stage_process(stage, plan.arguments, self.env, self.redact, stop)
         if result.returncode != 0:
             return self._stage_failed(stage, result, stop)
@@ -125,9 +126,11 @@ class _PipelineRun:
             return Path(self.resume_with.data.preprocessed_data_root)
         return self.paths.data_folder(self.data_key) if self.data_key else None
 
-    def _skip(self, stage: str, message: str, fingerprint: str | None, done_at: str, artefacts: dict) -> None:
+    def _skip(self, stage: str, message: str, fingerprint: str | None, done_at: str, artefacts: dict,
+              code: str = "already_done", values: dict | None = None) -> None:
         self.status.update(stage, status="skipped", started_at=now(), finished_at=now(), message=message,
-                           artefacts=artefacts, fingerprint=fingerprint, done_at=done_at)
+                           artefacts=artefacts, fingerprint=fingerprint, done_at=done_at,
+                           code=code, values={"at": done_at, **(values or {})})
         say(f"[{stage}] skipped: {message}")
 
     def _plan(self, stage: str) -> Plan | None:
@@ -150,7 +153,8 @@ class _PipelineRun:
             data_dir = self._data_dir()
             if old and old["fingerprint"] == plan.fingerprint and outputs_present("preprocess", paths, data_dir):
                 self._skip(stage, f"already done at {old['done_at']} into {data_dir.name}; its inputs have not changed",
-                           plan.fingerprint, old["done_at"], stage_artefacts("preprocess", paths, data_dir))
+                           plan.fingerprint, old["done_at"], stage_artefacts("preprocess", paths, data_dir),
+                           code="already_done_into", values={"data": data_dir.name})
                 return None
             return plan
         if stage == "train":
@@ -159,7 +163,7 @@ class _PipelineRun:
         old = self.status.previous_done("export")
         if not plan.refusal and old and old["fingerprint"] == plan.fingerprint and outputs_present("export", paths):
             self._skip(stage, f"already done at {old['done_at']}; the LoRA has not changed",
-                       plan.fingerprint, old["done_at"], old.get("artefacts", {}))
+                       plan.fingerprint, old["done_at"], old.get("artefacts", {}), code="lora_unchanged")
             return None
         return plan
 
@@ -206,7 +210,8 @@ class _PipelineRun:
             old = self.status.previous_done("train")
             done_at = old["done_at"] if old else now()
             self._skip("train", f"already trained to step {step} (of {config.optimization.steps}); nothing to continue",
-                       fingerprint, done_at, stage_artefacts("train", paths))
+                       fingerprint, done_at, stage_artefacts("train", paths), code="already_trained",
+                       values={"step": step, "total": config.optimization.steps})
             return None
         arguments = [str(paths.config_file)] + (["--resume"] if step is not None else [])
         return Plan(arguments, fingerprint, config=config)

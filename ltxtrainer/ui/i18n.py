@@ -318,6 +318,13 @@ STRINGS: dict[str, tuple[str, str]] = {
     "plot.step": ("步数", "step"),
     "gallery.caption": ("第 {step} 步：{prompt}", "Step {step}: {prompt}"),
     "gallery.empty": ("还没有验证视频。", "No validation videos yet."),
+    "stage_msg.running": ("正在运行 {script}", "running {script}"),
+    "stage_msg.already_done": ("已于 {at} 完成，输入没有变化，跳过", "already done at {at}; its inputs have not changed"),
+    "stage_msg.already_done_into": ("已于 {at} 完成（数据 {data}），输入没有变化，跳过",
+                                    "already done at {at} into {data}; its inputs have not changed"),
+    "stage_msg.lora_unchanged": ("已于 {at} 完成，LoRA 没有变化，跳过", "already done at {at}; the LoRA has not changed"),
+    "stage_msg.already_trained": ("已训练到第 {step} 步（共 {total} 步），没有可继续的",
+                                  "already trained to step {step} (of {total}); nothing to continue"),
     "runs.resume_queued": ("已加入队列：继续 {run}（完成后会导出 ComfyUI 文件）",
                            "Queued: resume {run} (the ComfyUI file is exported when it ends)"),
 }

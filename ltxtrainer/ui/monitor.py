@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from ltxtrainer.ui.i18n import t
+from ltxtrainer.ui.i18n import STRINGS, t
 from ltxtrainer.ui.jobs import Job
 from ltxtrainer.ui.runs import smoothed
 
@@ -161,6 +161,13 @@ class StageProgress:
     rate: float | None = None  # items (or steps) per second
     eta_s: float | None = None
     message: str = ""
+    code: str | None = None  # a fixed pipeline message the page says in the user's language
+    values: dict = field(default_factory=dict)
+
+    def said(self, lang: str) -> str:
+        """The stage's message in `lang` when the pipeline named it, else as the stage script wrote it."""
+        key = f"stage_msg.{self.code}"
+        return t(key, lang, **self.values) if self.code and key in STRINGS else self.message
 
     @property
     def fraction(self) -> float:
@@ -195,6 +202,7 @@ def stage_progress(events: list[dict], job: Job | None = None) -> list[StageProg
         if kind == "pipeline":
             entry.state = str(event.get("status") or entry.state)
             entry.message = str(event.get("message") or "")
+            entry.code, entry.values = event.get("code"), dict(event.get("values") or {})
         elif kind == "progress":
             if first_progress.get(stage, {}).get("stage", part) != part:
                 first_progress.pop(stage)  # the next part's rate starts afresh
@@ -265,7 +273,7 @@ def progress_html(stages: list[StageProgress], lang: str) -> str:
             f'<td style="padding:4px 8px;width:30%">{_bar(stage.fraction, _STATE_COLOURS.get(stage.state, "#3b82f6"))}</td>'
             f"<td {cell}>{html.escape(count)}</td><td {cell}>{html.escape(rate)}</td>"
             f"<td {cell}>{html.escape(format_duration(stage.eta_s) if stage.state == 'running' else '')}</td>"
-            f'<td style="padding:4px 8px;overflow-wrap:anywhere">{html.escape(stage.message[:200])}</td></tr>'
+            f'<td style="padding:4px 8px;overflow-wrap:anywhere">{html.escape(stage.said(lang)[:200])}</td></tr>'
         )
     header = "".join(f'<th {cell} align="left">{html.escape(name)}</th>' for name in t("progress.columns", lang).split("|"))
     return (
