@@ -9,18 +9,26 @@ The stage is idempotent. Each finished source leaves a small manifest in
 manifest matches it (same size and modification time) and whose clips all exist, and also a
 source with `<stem>-Scene-001.mp4` already in the output folder (clips written by PySceneDetect's
 own naming, as the older GUI did).
+
+Still images in the input folder go to the output folder unchanged (training takes an image as
+a one-frame sample): each is checked with the same reader preprocessing uses, and copied unless
+an identical copy is already there.
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
 
-from ltxtrainer.media import VIDEO_EXTENSIONS, MediaError, VideoWriter, find_videos, open_frames, probe_video
+from ltxtrainer.atomic import write_atomic
+from ltxtrainer.dataset_key import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, find_media
+from ltxtrainer.media import MediaError, VideoWriter, open_frames, probe_video
 from ltxtrainer.progress import emit, say, track
 
 DETECTORS = ("content", "adaptive")
@@ -33,7 +41,8 @@ class SplitReport:
     """What one run of the stage did, source by source."""
 
     written: list[Path] = field(default_factory=list)  # clips written by this run
-    skipped: list[Path] = field(default_factory=list)  # sources already split earlier
+    copied: list[Path] = field(default_factory=list)  # images copied by this run
+    skipped: list[Path] = field(default_factory=list)  # sources already split (or images copied) earlier
     failed: list[tuple[Path, str]] = field(default_factory=list)  # sources that could not be split, and why
 
 
@@ -167,6 +176,23 @@ def split_video(
     return clips
 
 
+def copy_image(source: str | Path, output_dir: str | Path) -> Path | None:
+    """Copy a still image into `output_dir` under its own name; None when an identical copy is there.
+
+    The image is decoded first, as preprocessing will decode it, so a corrupt file is refused
+    here (MediaError naming it) instead of failing training later.
+    """
+    source = Path(source)
+    target = Path(output_dir) / source.name
+    if target.is_file() and filecmp.cmp(source, target, shallow=False):
+        return None
+    try:
+        probe_video(source)
+    except MediaError as error:
+        raise MediaError(f"{source}: is not a readable image ({error})") from None
+    return write_atomic(target, lambda temp: shutil.copyfile(source, temp))
+
+
 def split_scenes(
     inputs: str | Path,
     output_dir: str | Path,
@@ -175,7 +201,8 @@ def split_scenes(
     min_scene_len: int = DEFAULT_MIN_SCENE_LEN,
     max_scene_len: float | None = None,
 ) -> SplitReport:
-    """Split every video in `inputs` (a folder, searched recursively, or one file) into scene clips.
+    """Split every video in `inputs` (a folder, searched recursively, or one file) into scene clips,
+    and copy every still image there unchanged.
 
     Clips of a video in a subfolder go to the same subfolder under output_dir, so two sources
     with the same name never overwrite each other. Sources already split are skipped; a source
@@ -189,9 +216,16 @@ def split_scenes(
         raise ValueError(f"max_scene_len must be a positive number of seconds, got {max_scene_len}")
     sources = _sources(inputs, output_dir)
     report = SplitReport()
-    for source in track(sources, stage="split", unit="video"):
+    for source in track(sources, stage="split", unit="file"):
         clip_dir = output_dir / source.parent.relative_to(inputs) if inputs.is_dir() else output_dir
         try:
+            if source.suffix.lower() in IMAGE_EXTENSIONS:
+                copied = copy_image(source, clip_dir)
+                if copied is None:
+                    report.skipped.append(source)
+                else:
+                    report.copied.append(copied)
+                continue
             if _already_split(source, clip_dir):
                 report.skipped.append(source)
                 continue
@@ -209,6 +243,7 @@ def split_scenes(
         "summary",
         stage="split",
         written=len(report.written),
+        copied=len(report.copied),
         skipped=len(report.skipped),
         failed=len(report.failed),
         failed_files=[{"path": str(path), "reason": reason} for path, reason in report.failed],
@@ -220,17 +255,17 @@ def split_scenes(
 
 
 def _sources(inputs: Path, output_dir: Path) -> list[Path]:
-    """The videos to split; an output folder nested inside the input folder is never read back."""
+    """The videos and images to take; an output folder nested inside the input folder is never read back."""
     if inputs.is_file():
-        if inputs.suffix.lower() not in VIDEO_EXTENSIONS:
+        if inputs.suffix.lower() not in MEDIA_EXTENSIONS:
             raise MediaError(
-                f"{inputs}: is not a video file (expected {', '.join(sorted(VIDEO_EXTENSIONS))})"
+                f"{inputs}: is not a video or image file (expected {', '.join(sorted(MEDIA_EXTENSIONS))})"
             )
         return [inputs]
     if not inputs.is_dir():
         raise MediaError(f"{inputs}: no such file or folder")
     resolved_output = output_dir.resolve()
-    return [path for path in find_videos(inputs) if not path.resolve().is_relative_to(resolved_output)]
+    return [path for path in find_media(inputs) if not path.resolve().is_relative_to(resolved_output)]
 
 
 def _manifest_path(source: Path, clip_dir: Path) -> Path:

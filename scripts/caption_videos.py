@@ -1,4 +1,4 @@
-"""Caption every clip in a folder: captions.json plus a .txt beside each clip.
+"""Caption every clip and still image in a folder: captions.json plus a .txt beside each one.
 
     python scripts/caption_videos.py CLIPS_DIR --backend {llava,qwen,api,files,demo} [options]
 
@@ -25,8 +25,8 @@ from ltxtrainer.progress import say  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Caption video clips for LTX-Video LoRA training.")
-    parser.add_argument("clips_dir", type=Path, help="folder of clips (searched recursively)")
+    parser = argparse.ArgumentParser(description="Caption video clips and still images for LTX-Video LoRA training.")
+    parser.add_argument("clips_dir", type=Path, help="folder of clips and images (searched recursively)")
     parser.add_argument("--backend", choices=BACKENDS, required=True, help="who writes the captions")
     parser.add_argument("--api-base-url", help="OpenAI-compatible server, e.g. https://api.moonshot.cn/v1")
     parser.add_argument("--api-model", help="model name on that server, e.g. moonshot-v1-8k-vision-preview")
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model-path", type=Path, help="local model folder for llava/qwen (default: the HF cache)")
     parser.add_argument("--quantization", choices=("8bit", "4bit"), help="load llava/qwen with bitsandbytes (CUDA)")
-    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help="what to ask the model")
+    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help="what to ask the model (default: a video instruction; images get a picture one)")
     parser.add_argument("--trigger-word", help="put this word at the front of every caption that lacks it")
     parser.add_argument("--overwrite", action="store_true", help="caption again clips that already have captions")
     parser.add_argument("--captions-from", type=Path, help="files backend: a .csv/.json/.jsonl table or a .txt folder")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     total = len(report.captioned) + len(report.skipped) + len(report.failed)
     if total == 0:
-        say(f"caption: no video clips found in {args.clips_dir}")
+        say(f"caption: no video clips or images found in {args.clips_dir}")
         return 1
     say(f"caption: {report.summary()}")
     for media_path, reason in report.failed:

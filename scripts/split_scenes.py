@@ -1,4 +1,5 @@
-"""Split videos into one clip per scene: `python scripts/split_scenes.py INPUT --output-dir DIR`."""
+"""Split videos into one clip per scene (images are copied as they are):
+`python scripts/split_scenes.py INPUT --output-dir DIR`."""
 
 from __future__ import annotations
 
@@ -17,21 +18,22 @@ EPILOG = """\
 Clips are named <source name>-Scene-001.mp4, -002, ... (H.264, frame-exact, the source's frame
 rate). Videos in subfolders of INPUT keep their subfolder under --output-dir. A video already
 split (a finished record in DIR/.split/, or its -Scene-001.mp4 already there) is skipped, so a
-re-run only does what is missing.
+re-run only does what is missing. Still images (.png, .jpg, .jpeg, .webp, .bmp) are copied to
+the same place unchanged, unless an identical copy is already there; they train as single frames.
 
-Exit status: 0 when every readable video was split or already done (unreadable files are listed
+Exit status: 0 when every readable video or image was split, copied or already done (unreadable files are listed
 on stderr and in the JSON summary on stdout, but do not fail the run); 1 when INPUT is missing,
-holds no video, or an option is invalid; 2 when videos were found but not one could be read.
+holds no video or image, or an option is invalid; 2 when files were found but not one could be read.
 """
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Split videos into one clip per scene with PySceneDetect.",
+        description="Split videos into one clip per scene with PySceneDetect; copy images unchanged.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", type=Path, help="a video file, or a folder searched recursively for videos")
+    parser.add_argument("input", type=Path, help="a video or image file, or a folder searched recursively for them")
     parser.add_argument("--output-dir", type=Path, required=True, help="folder for the scene clips")
     parser.add_argument(
         "--detector",
@@ -79,18 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     except (MediaError, ValueError) as error:
         say(f"split_scenes: {error}")
         return 1
-    any_split = bool(report.written or report.skipped)
+    any_split = bool(report.written or report.copied or report.skipped)
     for path, reason in report.failed:
         say(f"  could not split {path}: {reason}")
     say(
-        f"split_scenes: {len(report.written)} clips written, {len(report.skipped)} videos already split, "
-        f"{len(report.failed)} could not be read."
+        f"split_scenes: {len(report.written)} clips written, {len(report.copied)} images copied, "
+        f"{len(report.skipped)} files already done, {len(report.failed)} could not be read."
     )
     if not any_split and not report.failed:
-        say(f"split_scenes: no video files found in {args.input}.")
+        say(f"split_scenes: no video or image files found in {args.input}.")
         return 1
     if report.failed and not any_split:
-        say("split_scenes: not one video could be read; check the files listed above.")
+        say("split_scenes: not one file could be read; check the files listed above.")
         return 2
     return 0
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -243,3 +244,23 @@ def test_command_line_never_leaks_the_key(serve, tmp_path):
     summary = [json.loads(line) for line in result.stdout.splitlines() if '"summary"' in line][-1]
     assert summary["captioned"] == 2 and summary["failed"] == 1
     assert "[API key]" in summary["failures"][0]["reason"]
+
+
+def test_an_image_goes_as_one_image_url_part_with_the_picture_instruction(serve, tmp_path):
+    from ltxtrainer.captioning.base import DEFAULT_IMAGE_INSTRUCTION
+
+    server = serve(lambda index, request: completion("A red card on a table."))
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    picture = scene_frames(96, 64, 1)[0]
+    Image.fromarray(picture).save(folder / "红 card.png")
+    with captioner_for(server) as captioner:
+        report = caption_clips(folder, captioner, trigger_word="sks")
+    assert report.captioned == ["红 card.png"] and report.complete
+    assert (folder / "红 card.txt").read_text(encoding="utf-8").strip() == "sks, A red card on a table."
+    [request] = server.requests
+    parts = request["body"]["messages"][0]["content"]
+    assert parts[0] == {"type": "text", "text": DEFAULT_IMAGE_INSTRUCTION}
+    [image] = [part["image_url"]["url"] for part in parts if part["type"] == "image_url"]
+    sent = np.asarray(Image.open(io.BytesIO(base64.b64decode(image.split(",", 1)[1]))).convert("RGB"))
+    assert sent.shape == picture.shape and np.abs(sent.astype(int) - picture).mean() < 4  # the picture itself

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ltxtrainer.captioning import caption_clips
 from ltxtrainer.captioning.base import FatalCaptionError
@@ -149,14 +150,16 @@ def test_local_model_captions_clips_through_the_stage(backend, tiny_llava, tiny_
     folder = tiny_llava if backend == "llava" else tiny_qwen
     clips = tmp_path / "片段 clips"
     make_clip(clips / "walk.mp4", 80, 48, (12,), 12)
+    Image.fromarray(scene_frames(80, 48, 1)[0]).save(clips / "still.png")  # a one-frame clip
     with open_captioner(backend, model_path=folder, max_new_tokens=6) as captioner:
         assert captioner.name == backend
         report = caption_clips(clips, captioner, trigger_word="sks", frames_per_clip=FRAMES)
-    assert report.captioned == ["walk.mp4"] and not report.failed
+    assert report.captioned == ["still.png", "walk.mp4"] and not report.failed
     saved = json.loads((clips / "captions.json").read_text(encoding="utf-8"))
-    caption = saved[0]["caption"]
-    assert caption.startswith("sks, ") and len(caption) > len("sks, ")
-    assert (clips / "walk.txt").read_text(encoding="utf-8").strip() == caption
+    for entry in saved:
+        caption = entry["caption"]
+        assert caption.startswith("sks, ") and len(caption) > len("sks, ")
+        assert (clips / entry["media_path"]).with_suffix(".txt").read_text(encoding="utf-8").strip() == caption
 
 
 def test_qwen2_vl_generates_from_eight_frames(tmp_path):

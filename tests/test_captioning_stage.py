@@ -173,3 +173,48 @@ def test_folder_without_clips_reports_nothing_to_do(tmp_path):
     report = caption_clips(tmp_path, Unused())
     assert report.captioned == report.skipped == report.failed == []
     assert not (tmp_path / "captions.json").exists()
+
+
+class RecordingDemo(CountingDemo):
+    """The demo captioner, noting how many frames and which instruction each call got."""
+
+    def __init__(self, crash_on: int | None = None):
+        super().__init__(crash_on)
+        self.seen: list[tuple[int, str]] = []
+
+    def caption(self, frames: list[np.ndarray], instruction: str) -> str:
+        self.seen.append((len(frames), instruction))
+        return super().caption(frames, instruction)
+
+
+def test_images_are_captioned_as_one_frame_each_and_saved_one_by_one(tmp_path):
+    from PIL import Image
+
+    from ltxtrainer.captioning.base import DEFAULT_IMAGE_INSTRUCTION, DEFAULT_INSTRUCTION
+
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    make_clip(folder / "clip.mp4", 64, 48, (9,), 8)
+    Image.fromarray(scene_frames(64, 48, 1, 0)[0]).save(folder / "red.png")
+    Image.fromarray(scene_frames(64, 48, 1, 2)[0]).save(folder / "蓝 blue.jpg", quality=95)
+    with pytest.raises(KeyboardInterrupt):  # the machine goes down at the last image
+        caption_clips(folder, RecordingDemo(crash_on=3), trigger_word="sks")
+    assert list(saved_captions(folder)) == ["clip.mp4", "red.png"]
+    captioner = RecordingDemo()
+    report = caption_clips(folder, captioner, trigger_word="sks")
+    assert report.captioned == ["蓝 blue.jpg"] and report.skipped == ["clip.mp4", "red.png"]
+    assert captioner.seen == [(1, DEFAULT_IMAGE_INSTRUCTION)]
+    captions = saved_captions(folder)
+    assert captions["red.png"] == "sks, A still, evenly lit shot of a plain red background; the camera does not move."
+    assert "blue background" in captions["蓝 blue.jpg"]
+    assert (folder / "red.txt").read_text(encoding="utf-8").strip() == captions["red.png"]
+    again = caption_clips(folder, captioner, trigger_word="sks", overwrite=True)
+    assert saved_captions(folder) == captions and len(again.captioned) == 3  # deterministic
+    assert sorted(captioner.seen[1:]) == [(1, DEFAULT_IMAGE_INSTRUCTION)] * 2 + [(8, DEFAULT_INSTRUCTION)]
+    caption_clips(folder, captioner, instruction="Name the colour.", overwrite=True)
+    assert {instruction for _, instruction in captioner.seen[4:]} == {"Name the colour."}
+
+    table = tmp_path / "captions.csv"
+    table.write_text("file,caption\nred.png,a red card\n蓝 blue.jpg,a blue card\nclip.mp4,a clip\n", encoding="utf-8")
+    caption_clips(folder, FileCaptioner(table), overwrite=True)
+    assert saved_captions(folder) == {"clip.mp4": "a clip", "red.png": "a red card", "蓝 blue.jpg": "a blue card"}

@@ -195,8 +195,37 @@ def test_cli_exit_codes_for_missing_and_wholly_unreadable_inputs(tmp_path):
     assert missing.returncode == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
     (tmp_path / "empty folder").mkdir()
     empty = run_cli(tmp_path / "empty folder", "--output-dir", tmp_path / "out")
-    assert empty.returncode == 1 and "no video files" in empty.stderr
+    assert empty.returncode == 1 and "no video or image files" in empty.stderr
     write_unusable_files(tmp_path / "bad")
     unreadable = run_cli(tmp_path / "bad", "--output-dir", tmp_path / "out")
-    assert unreadable.returncode == 2 and "not one video" in unreadable.stderr
+    assert unreadable.returncode == 2 and "not one file could be read" in unreadable.stderr
     assert "SECONDS" in run_cli("--help").stdout
+
+
+def test_images_are_copied_unchanged_once_and_a_corrupt_one_is_named(tmp_path, capsys):
+    """Stills train as single frames: they go to the scenes folder as they are, beside the clips."""
+    from PIL import Image
+
+    pixels = np.zeros((48, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = (220, 40, 40)
+    still = tmp_path / "in" / "sub" / "照片 1.png"
+    still.parent.mkdir(parents=True)
+    Image.fromarray(pixels).save(still)
+    Image.fromarray(pixels).save(tmp_path / "in" / "photo.jpg", quality=90)
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    make_clip(tmp_path / "in" / "clip.mp4", 160, 96, (20,))
+    first = scenes.split_scenes(tmp_path / "in", tmp_path / "out")
+    copies = [tmp_path / "out" / "photo.jpg", tmp_path / "out" / "sub" / "照片 1.png"]
+    assert first.copied == copies and frame_counts(first.written) == [20]
+    assert [path.read_bytes() for path in copies] == [(tmp_path / "in" / "photo.jpg").read_bytes(), still.read_bytes()]
+    assert [path for path, _ in first.failed] == [broken] and "broken.png: is not a readable image" in first.failed[0][1]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["copied"] == 2
+
+    stamp = copies[1].stat().st_mtime_ns
+    second = scenes.split_scenes(tmp_path / "in", tmp_path / "out")
+    assert second.copied == [] and still in second.skipped and copies[1].stat().st_mtime_ns == stamp
+    Image.fromarray(255 - pixels).save(still)  # the user replaced the picture: the copy follows it
+    third = scenes.split_scenes(tmp_path / "in", tmp_path / "out")
+    assert third.copied == [copies[1]] and copies[1].read_bytes() == still.read_bytes()
+    assert scenes.split_scenes(still, tmp_path / "one").copied == [tmp_path / "one" / still.name]

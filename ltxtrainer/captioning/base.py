@@ -18,6 +18,14 @@ DEFAULT_INSTRUCTION = (
     "the lighting and colours, and how the camera moves. Start directly with the description; "
     "no preamble, no lists, no opinions."
 )
+# For a still image: it trains as a one-frame clip, so the caption describes what a video of it
+# would show, but asking how the camera moves would invite an invented motion.
+DEFAULT_IMAGE_INSTRUCTION = (
+    "Describe this image in one detailed paragraph of plain English, as a caption for training a "
+    "video generation model: the main subjects and what they are doing, their appearance, the "
+    "setting, the lighting and colours, and the framing. Start directly with the description; "
+    "no preamble, no lists, no opinions."
+)
 
 TRIGGER_WORD_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -44,7 +52,11 @@ class Captioner:
         raise NotImplementedError
 
     def caption_video(self, path: Path, instruction: str, frames_per_clip: int) -> str:
-        """Sample frames evenly from `path` and caption them (the file backend reads text instead)."""
+        """Sample frames evenly from `path` and caption them (the file backend reads text instead).
+
+        A still image decodes as a video of one frame, so it is captioned from that one frame:
+        the same decoder and pixels preprocessing trains on.
+        """
         from ltxtrainer.media import sample_frames
 
         return self.caption(sample_frames(path, frames_per_clip), instruction)

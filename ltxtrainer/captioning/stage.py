@@ -1,4 +1,4 @@
-"""The captioning stage: give every clip in a folder a caption, saving after every single clip.
+"""The captioning stage: give every clip and image in a folder a caption, saving after every single one.
 
 The reference trainer captioned everything and wrote the file once at the end, so a crash or an
 API outage at clip 900 of 1000 lost all 899 captions. Here `captions.json` and the clip's `.txt`
@@ -8,6 +8,9 @@ an error that would fail every clip (wrong key, unknown model, unreachable serve
 
 Which caption is "existing": the `.txt` beside a clip first (that is the file people edit by
 hand), then the entry in `captions.json`.
+
+A still image is captioned as a clip of one frame (the pixels preprocessing will train on), with
+an instruction about a picture rather than a video unless the caller chose their own.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltxtrainer.captioning.base import (
+    DEFAULT_IMAGE_INSTRUCTION,
     DEFAULT_INSTRUCTION,
     Captioner,
     CaptionError,
@@ -35,6 +39,7 @@ from ltxtrainer.captioning.store import (
     save_captions,
     write_caption_text,
 )
+from ltxtrainer.dataset_key import IMAGE_EXTENSIONS, find_media
 from ltxtrainer.progress import emit, say, track
 
 STAGE = "caption"
@@ -69,13 +74,14 @@ def caption_clips(
     overwrite: bool = False,
     frames_per_clip: int = 8,
 ) -> CaptionReport:
-    """Caption every video under `clips_dir` that has no caption yet (all of them with `overwrite`)."""
-    from ltxtrainer.media import find_videos
+    """Caption every video and image under `clips_dir` that has no caption yet (all of them with `overwrite`).
 
+    These are the files preprocessing trains on (`ltxtrainer.dataset_key.find_media`).
+    """
     clips_dir = Path(clips_dir)
     if trigger_word:
         check_trigger_word(trigger_word)
-    clips = find_videos(clips_dir)
+    clips = find_media(clips_dir)
     report = CaptionReport(captions_file=clips_dir / CAPTIONS_FILE)
     saved = load_captions(clips_dir)
     captions = {key: text for key, text in saved.items() if (clips_dir / key).is_file()}  # drop deleted clips
@@ -135,7 +141,7 @@ def _caption_all(
         if stop.is_set():  # a worker must not send one more request after a fatal answer
             raise FatalCaptionError("stopped")
         try:
-            return captioner.caption_video(clip, instruction, frames_per_clip)
+            return captioner.caption_video(clip, _instruction_for(clip, instruction), frames_per_clip)
         except FatalCaptionError:
             stop.set()
             raise
@@ -158,6 +164,13 @@ def _caption_all(
             report.failed.append((media_key(clips_dir, clip), f"not captioned: {fatal}"))
     if fatal:
         say(f"caption: stopped: {fatal}")
+
+
+def _instruction_for(clip: Path, instruction: str) -> str:
+    """The default video instruction asks how the camera moves; a still image gets the picture one."""
+    if instruction == DEFAULT_INSTRUCTION and clip.suffix.lower() in IMAGE_EXTENSIONS:
+        return DEFAULT_IMAGE_INSTRUCTION
+    return instruction
 
 
 def _record(

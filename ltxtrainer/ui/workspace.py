@@ -21,7 +21,8 @@ from ltxtrainer.captioning.store import (
     save_captions,
     write_caption_text,
 )
-from ltxtrainer.media import VIDEO_EXTENSIONS, MediaError, find_videos, probe_video
+from ltxtrainer.dataset_key import MEDIA_EXTENSIONS
+from ltxtrainer.media import MediaError, find_videos, probe_video
 from ltxtrainer.pipeline import (
     PipelineError,
     PipelineOptions,
@@ -93,10 +94,8 @@ def project_layout(paths: AppPaths, project: str, width: int = 768, height: int 
 
 # ---- projects --------------------------------------------------------------------------------------
 
-# The still images preprocess trains on (ltxtrainer.preprocess.IMAGE_EXTENSIONS, repeated because
-# importing preprocess imports torch, which the GUI process never does).
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
-UPLOAD_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+# The videos and still images preprocess trains on (dataset_key holds them without importing torch).
+UPLOAD_EXTENSIONS = MEDIA_EXTENSIONS
 
 _probe_cache: dict[tuple[str, int, int], tuple[float, int]] = {}
 
