@@ -60,3 +60,12 @@ def test_images_in_a_project_are_split_captioned_precomputed_and_trained_as_sing
     start = next(event for event in metrics if event["event"] == "train_start")
     assert start["samples"] == 4
     assert sorted(bucket[0] for bucket in start["buckets"]) == [1, 2]  # latent frames: the images 1, the clips 2
+
+    # An image added later is a change of the project: split copies it and the caption stage captions it
+    # (their fingerprints count images, not only videos), and the next run trains on it.
+    write_image(raw / "green photo.png", (30, 200, 30))
+    again = run_cli(cli_args(options, "split,caption,preprocess", model=tiny_model_dir))
+    assert again.returncode == EXIT_OK, again.stderr[-3000:]
+    stages = {e["stage"]: e["status"] for e in events_of(again.stdout) if e["event"] == "pipeline"}
+    assert stages == {"split": "done", "caption": "done", "preprocess": "done"}, stages
+    assert (scenes / "green photo.png").is_file() and (scenes / "green photo.txt").is_file()

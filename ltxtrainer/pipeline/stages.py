@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ltxtrainer.config import TrainerConfig
+from ltxtrainer.dataset_key import find_media
 from ltxtrainer.pipeline.project import ProjectPaths
 from ltxtrainer.pipeline.request import CAPTIONERS, PipelineOptions
 from ltxtrainer.pipeline.run_config import first_captions
@@ -32,10 +33,10 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:32]
 
 
-def videos(folder: Path) -> list[Path]:
-    from ltxtrainer.media import find_videos
-
-    return find_videos(folder) if folder.is_dir() else []
+def media_files(folder: Path) -> list[Path]:
+    """The videos and images under `folder`: split copies the images and the caption stage captions
+    them, so their adding or editing must change those stages' fingerprints as a clip's does."""
+    return find_media(folder) if folder.is_dir() else []
 
 
 def _file_stamps(folder: Path, files: list[Path]) -> list[tuple[str, int, int]]:
@@ -57,7 +58,7 @@ def split_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
     for flag, value in settings.items():
         if value is not None:
             arguments += [flag, str(value)]
-    return Plan(arguments, digest(_file_stamps(paths.raw_dir, videos(paths.raw_dir)), settings))
+    return Plan(arguments, digest(_file_stamps(paths.raw_dir, media_files(paths.raw_dir)), settings))
 
 
 def caption_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
@@ -74,7 +75,7 @@ def caption_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
     if options.captions_from and options.captioner == "files":
         arguments += ["--captions-from", str(options.captions_from)]
     settings = [options.captioner, options.project, options.api_base_url, options.api_model, str(options.captions_from)]
-    return Plan(arguments, digest(_file_stamps(paths.scenes_dir, videos(paths.scenes_dir)), settings))
+    return Plan(arguments, digest(_file_stamps(paths.scenes_dir, media_files(paths.scenes_dir)), settings))
 
 
 def preprocess_plan(options: PipelineOptions, paths: ProjectPaths, model: str, data_key: str) -> Plan:
@@ -97,7 +98,7 @@ def export_plan(paths: ProjectPaths) -> Plan:
 def stage_artefacts(stage: str, paths: ProjectPaths, data_dir: Path | None = None) -> dict[str, Any]:
     """What a finished stage left on disk, for the status file and the GUI's links."""
     if stage == "split":
-        return {"scenes_dir": str(paths.scenes_dir), "clips": len(videos(paths.scenes_dir))}
+        return {"scenes_dir": str(paths.scenes_dir), "clips": len(media_files(paths.scenes_dir))}
     if stage == "caption":
         return {
             "captions_file": str(paths.scenes_dir / "captions.json"),
@@ -126,9 +127,9 @@ def stage_artefacts(stage: str, paths: ProjectPaths, data_dir: Path | None = Non
 def outputs_present(stage: str, paths: ProjectPaths, data_dir: Path | None = None) -> bool:
     """A stage counts as done only while what it made is still there."""
     if stage == "split":
-        return bool(videos(paths.scenes_dir))
+        return bool(media_files(paths.scenes_dir))
     if stage == "caption":
-        clips = videos(paths.scenes_dir)
+        clips = media_files(paths.scenes_dir)
         return (paths.scenes_dir / "captions.json").is_file() and all(c.with_suffix(".txt").is_file() for c in clips)
     if stage == "preprocess":
         return data_dir is not None and (Path(data_dir) / "manifest.json").is_file()
