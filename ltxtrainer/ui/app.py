@@ -136,7 +136,10 @@ def build_app(paths: AppPaths, runner: JobRunner, language: str) -> gr.Blocks:
             lang = ui.settings().get("language", language)
             return [lang, gr.update(value=lang), *ui.load_updates(lang)[1]]
 
-        demo.load(on_load, outputs=[ui.lang, switch, *loaded], api_visibility="private")
+        # Events that fire by themselves (page load, restored values, lists refreshed) hide their progress:
+        # gradio 6.31 announces a finished event in a screen-reader region with its untranslated key
+        # "common.complete", which the 中文 scan found on the page.
+        demo.load(on_load, outputs=[ui.lang, switch, *loaded], api_visibility="private", show_progress="hidden")
     return demo
 
 

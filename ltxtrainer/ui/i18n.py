@@ -339,7 +339,7 @@ FIELDS: dict[str, tuple[str, str, str, str]] = {
     "model.load_checkpoint": ("从检查点开始", "Start from checkpoint",
                               "检查点文件夹或 LoRA 文件，或 latest（本次运行最新的检查点）；留空从头开始",
                               "A checkpoint folder or LoRA file, or 'latest' (this run's latest); empty starts fresh"),
-    "model.with_audio": ("同时训练声音（仅 LTX-2）", "Train sound too (LTX-2 only)",
+    "model.with_audio": ("同时训练声音（LTX-2）", "Train sound (LTX-2)",
                          "LTX-2 模型：音频与视频一起训练，每个片段都需要有声音；关闭则只训练视频",
                          "LTX-2 models: train the audio stream with the video (every clip needs sound); off trains "
                          "video only"),

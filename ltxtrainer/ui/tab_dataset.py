@@ -118,8 +118,10 @@ def build(ui) -> None:
 
     ui.on_show(project, fresh_projects, [project])
     ui.on_show(clip, fresh_clips, [project, clip])
-    project.change(show_project, inputs=[project, ui.lang], outputs=[folder, clip], api_name="list_clips")
-    clip.change(show_clip, inputs=[project, clip, ui.lang], outputs=[preview, caption], api_name="show_clip")
+    project.change(show_project, inputs=[project, ui.lang], outputs=[folder, clip], api_name="list_clips",
+                   show_progress="hidden")
+    clip.change(show_clip, inputs=[project, clip, ui.lang], outputs=[preview, caption], api_name="show_clip",
+                show_progress="hidden")
     save.click(save_text, inputs=[project, clip, caption, ui.lang], outputs=message, api_name="save_caption")
     recaption.click(recaption_clip, inputs=[project, clip, captioner, api_base_url, api_model, api_key, ui.lang],
                     outputs=[message, job_id], api_name="recaption_clip")

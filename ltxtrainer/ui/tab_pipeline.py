@@ -340,10 +340,12 @@ def build(ui) -> None:
     ui.on_show(project, refresh_projects)
     create.click(create_new_project, inputs=[new_name, new_files, ui.lang], outputs=[created, project],
                  api_name="create_project")
-    project.change(project_frames, inputs=[project, frames, ui.lang], outputs=frames, api_visibility="private")
+    project.change(project_frames, inputs=[project, frames, ui.lang], outputs=frames, api_visibility="private",
+                   show_progress="hidden")
     # ui.lang changes on the language switch and when a page opens with the remembered language
     for trigger in (template.change, resolution.change, frames.change, ui.lang.change):
-        trigger(estimate, inputs=[template, resolution, frames, ui.lang], outputs=memory, api_visibility="private")
+        trigger(estimate, inputs=[template, resolution, frames, ui.lang], outputs=memory, api_visibility="private",
+                show_progress="hidden")
     start.click(start_job, inputs=form, outputs=[message, job_id], api_name="start_pipeline")
     stop.click(lambda job, lang: stop_message(ui, job, lang), inputs=[job_id, ui.lang], outputs=message,
                api_name="stop_job")

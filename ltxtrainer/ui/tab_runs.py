@@ -133,7 +133,7 @@ def build(ui) -> None:
     ui.on_show(run, fresh_runs, [run])
     ui.on_show(table, lambda lang: runs_table(ui, lang))
     refresh.click(refresh_runs, inputs=[run, ui.lang], outputs=[run, table, loss, videos], api_name="list_runs")
-    run.change(show_run, inputs=[run, ui.lang], outputs=[loss, videos], api_name="show_run")
+    run.change(show_run, inputs=[run, ui.lang], outputs=[loss, videos], api_name="show_run", show_progress="hidden")
     resume.click(resume_run, inputs=[run, ui.lang], outputs=[message, job_id], api_name="resume_run")
     timer = gr.Timer(POLL_S)
     timer.tick(follow, inputs=[run, ui.lang, job_id, shown], outputs=[banner, progress, loss, videos, table, shown],
