@@ -56,7 +56,7 @@ from ltxtrainer.models.ltx_video import (
     pack_latents,
     unpack_latents,
 )
-from ltxtrainer.precompute_ltx2 import ClipToEncode, precompute_ltx2_samples
+from ltxtrainer.precompute_ltx2 import ClipToEncode, has_sound, precompute_ltx2_samples
 from ltxtrainer.progress import emit, say, track
 
 MANIFEST_VERSION = 1
@@ -514,14 +514,6 @@ def _finish(
 
 
 # --- LTX-2 ------------------------------------------------------------------------------------------
-
-
-def has_sound(path: Path) -> bool:
-    """Whether a media file has an audio track (a still image or a silent clip has none)."""
-    import av
-
-    with av.open(str(path)) as container:
-        return bool(container.streams.audio)
 
 
 def resolve_with_audio(samples: list[_Sample], with_audio: bool | None) -> bool:
