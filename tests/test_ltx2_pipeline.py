@@ -107,3 +107,64 @@ def test_a_clip_without_sound_means_video_only_by_default_and_is_named_with_audi
     precomputed = dataset / ".precomputed"
     assert (precomputed / "latents" / "无声 silent.pt").is_file()
     assert not (precomputed / AUDIO_LATENTS_DIR).exists()
+
+
+def pipeline_events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_demo_family_ltx2_runs_every_stage_to_a_validation_video_with_sound_and_a_comfyui_file_that_loads(
+    tmp_path,
+) -> None:
+    from diffusers import LTX2Pipeline
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    root = tmp_path / "演示 demo"
+    done = run_script("run_pipeline.py", "--demo", "--family", "ltx2", "--output-dir", root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    end = pipeline_events(done.stdout)[-1]
+    assert end["status"] == "finished"
+    run_dir = Path(end["run_dir"])
+    config = yaml.safe_load((run_dir / "training_config.yaml").read_text(encoding="utf-8"))
+    assert config["acceleration"]["mixed_precision_mode"] == "bf16"
+    assert config["acceleration"]["quantization"] == "int8-quanto"  # the 24 GB template as shipped
+    # The split writes picture-only scene clips, so the demo's run is video only, and says so
+    # consistently: the data key, the preprocess choice and the run config.
+    assert Path(config["data"]["preprocessed_data_root"]).name.endswith("_ltx2_v")
+    assert config["model"]["with_audio"] is False
+    assert not any("audio" in name for name in config["lora"]["target_modules"])
+    frames, seconds = streams(next((run_dir / "samples" / "step_000000").glob("*.mp4")))  # step-0 validation
+    assert frames == 9 and seconds > 0.2
+
+    comfy = Path(end["comfyui_lora"])
+    pipeline = LTX2Pipeline.from_pretrained(root / "models" / "tiny-ltx2")
+    pipeline.load_lora_weights(str(comfy), adapter_name="demo")
+    loaded = get_peft_model_state_dict(pipeline.transformer, adapter_name="demo")
+    trained = {key.removeprefix("transformer."): value for key, value in load_file(str(end["lora"])).items()}
+    assert set(loaded) == set(trained) and len(load_file(str(comfy))) == len(loaded)  # every key loaded
+
+
+def test_pipeline_with_the_ltx2_template_trains_sound_when_every_scene_clip_has_it(tiny_ltx2, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    scenes = tmp_path / "datasets" / "APT" / "scenes"
+    write_clip_with_sound(scenes / "clip0.mp4", 0, 330.0)
+    write_clip_with_sound(scenes / "clip1.mp4", 1, 660.0)
+    overrides = ["optimization.steps=2", "validation.inference_steps=2", "validation.interval=2",
+                 "checkpoints.interval=2", "acceleration.load_text_encoder_in_8bit=false"]
+    done = run_script(
+        "run_pipeline.py", "APT", "--resolution", f"{SIZE}x{SIZE}", "--frames", "9", "--steps",
+        "caption,preprocess,train", "--config-template", "ltx2", "--captioner", "demo", "--model-path", tiny_ltx2,
+        "--work-dir", tmp_path / "datasets", "--outputs-dir", tmp_path / "outputs",
+        "--train-date-dir", tmp_path / "train_date", *[arg for item in overrides for arg in ("--set", item)],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    end = pipeline_events(done.stdout)[-1]
+    config = yaml.safe_load((Path(end["run_dir"]) / "training_config.yaml").read_text(encoding="utf-8"))
+    data_dir = Path(config["data"]["preprocessed_data_root"])
+    assert data_dir.name.endswith("_ltx2_av") and config["model"]["with_audio"] is True
+    assert sorted(path.name for path in (data_dir / AUDIO_LATENTS_DIR).glob("*.pt")) == ["clip0.pt", "clip1.pt"]
+    lora = load_file(str(end["lora"]))
+    assert any(".audio_attn1." in key for key in lora) and any(".video_to_audio_attn." in key for key in lora)
+    assert Path(end["comfyui_lora"]).is_file()
