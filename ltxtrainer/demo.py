@@ -9,7 +9,10 @@ folder:
     DIR/train_date/APT/           the synthetic source videos
     DIR/datasets/APT/scenes/      scene clips, captions, .precomputed/<data key>/
     DIR/outputs/APT_64x64x9_<date-time>/  the run (config, status, metrics, checkpoints, samples, LoRAs)
-    DIR/models/tiny-ltxv/         the tiny models (built once)
+    DIR/models/tiny-ltxv/         the tiny models (built once); tiny-ltx2/ with `--family ltx2`
+
+`--family ltx2` runs the same stages on tiny LTX-2 models with the 24 GB template, from sources
+with a sound track; its validation videos carry sound.
 """
 
 from __future__ import annotations
@@ -32,43 +35,62 @@ DEMO_SIZE = (64, 64, 9)  # W, H, F: the smallest bucket the VAE accepts with a r
 # (frames per scene) of each source video; every scene is longer than the split's minimum (15)
 # and than the 9 frames one sample needs, and a hard cut separates scenes of different colours.
 DEMO_SOURCES = {"demo_walk.mp4": (20, 20), "demo_dance.mp4": (18, 22, 18)}
+FAMILIES = ("ltx_video", "ltx2")
+# The LTX-2 demo trains the shipped 24 GB template (int8, bf16, step-0 validation with sound),
+# shrunk to the tiny model: two steps, two denoising steps, Gemma in full precision on the CPU
+# (8-bit loading needs a CUDA GPU).
+LTX2_DEMO_OVERRIDES = {
+    "optimization.steps": 2,
+    "validation.inference_steps": 2,
+    "validation.interval": 2,
+    "checkpoints.interval": 2,
+    "acceleration.load_text_encoder_in_8bit": False,
+}
 
 
-def make_demo_sources(folder: Path) -> list[Path]:
-    """Write the synthetic source videos (kept when already there, so a re-run splits nothing)."""
-    from ltxtrainer.synthetic import make_clip
+def make_demo_sources(folder: Path, with_sound: bool = False) -> list[Path]:
+    """Write the synthetic source videos (kept when already there, so a re-run splits nothing);
+    `with_sound` gives each scene its own tone, for LTX-2."""
+    from ltxtrainer.synthetic import make_clip, make_clip_with_sound
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, scenes in DEMO_SOURCES.items():
         path = folder / name
         if not path.is_file():
-            make_clip(path, width=160, height=96, frames_per_scene=scenes, fps=24.0)
+            write = make_clip_with_sound if with_sound else make_clip
+            write(path, width=160, height=96, frames_per_scene=scenes, fps=24.0)
         written.append(path)
     return written
 
 
-def ensure_tiny_model(folder: Path) -> Path:
-    """Build the tiny models unless a complete folder is already there."""
+def ensure_tiny_model(folder: Path, family: str = "ltx_video") -> Path:
+    """Build the tiny models of `family` unless a complete folder is already there."""
     from ltxtrainer.models.folder import check_model_folder
 
     if check_model_folder(folder).ok:
         return folder
+    say(f"Building the tiny demo models in {folder} (a few seconds)")
+    if family == "ltx2":
+        from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
+
+        return save_tiny_ltx2_model(folder, overwrite=True)
     from ltxtrainer.models.tiny import save_tiny_model
 
-    say(f"Building the tiny demo models in {folder} (a few seconds)")
     return save_tiny_model(folder, overwrite=True)
 
 
-def demo_options(output_dir: Path, model_path: Path) -> PipelineOptions:
+def demo_options(output_dir: Path, model_path: Path, family: str = "ltx_video") -> PipelineOptions:
     width, height, frames = DEMO_SIZE
+    ltx2 = family == "ltx2"
     return PipelineOptions(
         project=DEMO_TRIGGER,
         width=width,
         height=height,
         frames=frames,
         steps=("split", "caption", "preprocess", "train", "export"),
-        config_template="tiny",
+        config_template="ltx2" if ltx2 else "tiny",
+        overrides=dict(LTX2_DEMO_OVERRIDES) if ltx2 else {},
         captioner="demo",
         model_path=model_path,
         train_date_dir=output_dir / "train_date",
@@ -77,12 +99,16 @@ def demo_options(output_dir: Path, model_path: Path) -> PipelineOptions:
     )
 
 
-def run_demo(output_dir: str | Path, model_path: str | Path | None = None) -> int:
-    """Run split -> caption -> preprocess -> train (with a validation sample) -> export under `output_dir`."""
+def run_demo(output_dir: str | Path, model_path: str | Path | None = None, family: str = "ltx_video") -> int:
+    """Run split -> caption -> preprocess -> train (with a validation sample) -> export under `output_dir`,
+    on tiny LTX-Video 0.9 models or (`family="ltx2"`) tiny LTX-2 ones with sources that have sound."""
+    if family not in FAMILIES:
+        raise ValueError(f"demo family {family!r} is not one of {', '.join(FAMILIES)}")
     output_dir = Path(output_dir).resolve()
-    model = ensure_tiny_model(Path(model_path) if model_path else output_dir / "models" / "tiny-ltxv")
-    options = demo_options(output_dir, model.resolve())
-    make_demo_sources(options.train_date_dir / DEMO_TRIGGER)
+    default_model = output_dir / "models" / ("tiny-ltx2" if family == "ltx2" else "tiny-ltxv")
+    model = ensure_tiny_model(Path(model_path) if model_path else default_model, family)
+    options = demo_options(output_dir, model.resolve(), family)
+    make_demo_sources(options.train_date_dir / DEMO_TRIGGER, with_sound=family == "ltx2")
     code = run_pipeline(options)
     if code == EXIT_OK:
         print_results(demo_run_paths(options))

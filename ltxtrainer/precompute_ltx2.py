@@ -43,6 +43,14 @@ class ClipToEncode:
     name: str
 
 
+def has_sound(path: str | os.PathLike) -> bool:
+    """Whether a media file has an audio track (a still image or a silent clip has none)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return bool(container.streams.audio)
+
+
 def _save(payload: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda temp: torch.save(payload, temp))

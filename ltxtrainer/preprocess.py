@@ -32,6 +32,7 @@ import torch
 
 from ltxtrainer.atomic import write_atomic, write_text_atomic
 from ltxtrainer.buckets import Bucket, assign_bucket, parse_buckets, shrink_frames
+from ltxtrainer.data import AUDIO_LATENTS_DIR
 from ltxtrainer.dataset_key import (
     DEFAULT_TEXT_LENGTH,
     IMAGE_EXTENSIONS,
@@ -42,6 +43,7 @@ from ltxtrainer.dataset_key import (
     model_fingerprints,
 )
 from ltxtrainer.media import MediaError, load_clip, probe_video, write_video
+from ltxtrainer.models.family import family_name
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.models.ltx_video import (
     denormalize_latents,
@@ -54,6 +56,7 @@ from ltxtrainer.models.ltx_video import (
     pack_latents,
     unpack_latents,
 )
+from ltxtrainer.precompute_ltx2 import ClipToEncode, has_sound, precompute_ltx2_samples
 from ltxtrainer.progress import emit, say, track
 
 MANIFEST_VERSION = 1
@@ -212,6 +215,7 @@ def _remove_sample_files(output_dir: Path, relative: str, manifest: dict) -> boo
         return False
     for path in precomputed_paths(output_dir, relative):
         path.unlink(missing_ok=True)
+    (Path(output_dir) / AUDIO_LATENTS_DIR / Path(relative).with_suffix(".pt")).unlink(missing_ok=True)  # LTX-2
     return True
 
 
@@ -382,6 +386,7 @@ def preprocess_dataset(
     overwrite: bool = False,
     on_short: str = "skip",
     output_dir: str | os.PathLike | None = None,
+    with_audio: bool | None = None,
 ) -> PreprocessReport:
     """Write latents and text embeddings for every captioned clip or image under `dataset_dir`.
 
@@ -392,6 +397,10 @@ def preprocess_dataset(
     decodes the first N samples' latents to `<output_dir>/decoded/` so a person can see that the
     data is right. Raises PreprocessError, BucketError or ModelFolderError (all with messages for
     people) when nothing can be done at all.
+
+    For an LTX-2 folder the clips go through `precompute_ltx2_samples` (Gemma + connectors, the
+    video VAE and, with `with_audio`, the audio VAE). `with_audio=None` trains sound when every
+    clip has a sound track and video only otherwise (said once); True refuses clips without sound.
     """
     model_dir = require_model_folder(model_path)  # a missing shard stops here, before any work
     dataset_dir = Path(dataset_dir)
@@ -420,6 +429,15 @@ def preprocess_dataset(
     for relative in sorted(set(manifest["samples"]) - present):
         if _remove_sample_files(output_dir, relative, manifest) and relative not in report.failed:
             report.removed.append(relative)
+
+    if family_name(model_dir) == "ltx2":
+        audio = resolve_with_audio(samples, with_audio)
+        _precompute_ltx2(samples, model_dir, output_dir, manifest, model, audio, overwrite, device, dtype, report)
+        return _finish(dataset_dir, output_dir, samples, report, {s.relative for s in samples if s.needs_latents})
+    if with_audio:
+        raise PreprocessError(
+            f"with_audio is for LTX-2 model folders; {model_dir} is LTX-Video 0.9, which has no sound stream"
+        )
 
     for sample in samples:
         entry = manifest["samples"].get(sample.relative, {})
@@ -462,6 +480,13 @@ def preprocess_dataset(
     else:
         _save_manifest(output_dir, manifest)
 
+    return _finish(dataset_dir, output_dir, samples, report, recomputed)
+
+
+def _finish(
+    dataset_dir: Path, output_dir: Path, samples: list[_Sample], report: PreprocessReport, recomputed: set[str]
+) -> PreprocessReport:
+    """Sort the samples into computed/skipped, say what happened and emit the stage summary."""
     for sample in samples:
         if sample.relative in report.failed:
             continue
@@ -486,6 +511,70 @@ def preprocess_dataset(
         output=str(output_dir),
     )
     return report
+
+
+# --- LTX-2 ------------------------------------------------------------------------------------------
+
+
+def resolve_with_audio(samples: list[_Sample], with_audio: bool | None) -> bool:
+    """The audio choice for an LTX-2 dataset: sound when asked and every clip has it; by default
+    sound exactly when every clip has it (otherwise video only, said once)."""
+    silent = [sample.relative for sample in samples if not has_sound(sample.path)]
+    if with_audio and silent:
+        raise PreprocessError(
+            f"--with-audio needs a sound track in every clip, but {len(silent)} have none: "
+            f"{', '.join(silent[:10])}. Remove them or preprocess with --no-audio (video only)."
+        )
+    if with_audio is None:
+        with_audio = bool(samples) and not silent
+        if not with_audio and samples:
+            say(f"{len(silent)} clip(s) have no sound track ({', '.join(silent[:5])}): training video only")
+    return with_audio
+
+
+def _ltx2_record(sample: _Sample, model: dict, with_audio: bool) -> dict:
+    return {**_latents_record(sample, model), "caption_sha256": _caption_hash(sample.caption), "with_audio": with_audio}
+
+
+def _precompute_ltx2(
+    samples: list[_Sample], model_dir: Path, output_dir: Path, manifest: dict, model: dict, with_audio: bool,
+    overwrite: bool, device: torch.device, dtype: torch.dtype, report: PreprocessReport,
+) -> None:
+    """Encode the samples whose clip, bucket, caption, model or audio choice changed, one bucket at a
+    time (precompute_ltx2_samples takes one size), and record them in the manifest."""
+    work = []
+    for sample in samples:
+        latents_path, conditions_path = precomputed_paths(output_dir, sample.relative)
+        audio_path = output_dir / AUDIO_LATENTS_DIR / Path(sample.relative).with_suffix(".pt")
+        sample.needs_latents = (
+            overwrite or not latents_path.is_file() or not conditions_path.is_file()
+            or (with_audio and not audio_path.is_file())
+            or not _same(manifest["samples"].get(sample.relative, {}).get("ltx2"), _ltx2_record(sample, model, with_audio))
+        )
+        if sample.needs_latents:
+            work.append(sample)
+            if not with_audio:
+                audio_path.unlink(missing_ok=True)  # a video-only folder holds no stale sound
+    say(
+        f"Preprocessing for LTX-2 ({'audio + video' if with_audio else 'video only'}) into {output_dir}: "
+        f"{len(samples)} sample(s), {len(work)} to encode, {len(report.failed)} failed"
+    )
+    groups: dict[Bucket, list[_Sample]] = {}
+    for sample in work:
+        groups.setdefault(sample.bucket, []).append(sample)
+    for bucket, group in groups.items():
+        clips = [ClipToEncode(s.path, s.caption, Path(s.relative).with_suffix("").as_posix()) for s in group]
+        try:
+            precompute_ltx2_samples(
+                model_dir, clips, output_dir, bucket.width, bucket.height, bucket.num_frames, with_audio,
+                device=device, dtype=dtype,
+            )
+        except MediaError as error:
+            raise PreprocessError(f"a clip of bucket {bucket} could not be read: {error}") from None
+        for sample in group:
+            manifest["samples"][sample.relative] = {"ltx2": _ltx2_record(sample, model, with_audio)}
+        _save_manifest(output_dir, manifest)
+    _save_manifest(output_dir, manifest)
 
 
 def describe(notes: dict[str, str], limit: int = 10) -> str:

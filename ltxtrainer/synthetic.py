@@ -85,3 +85,26 @@ def write_unusable_files(folder: str | Path) -> dict[str, Path]:
         "empty": empty,
         "audio": write_audio_only(folder / "audio.mp4"),
     }
+
+
+def make_clip_with_sound(
+    path: str | Path,
+    width: int = 160,
+    height: int = 96,
+    frames_per_scene: tuple[int, ...] = (30,),
+    fps: float = 24.0,
+    sample_rate: int = 24000,
+) -> Path:
+    """`make_clip` with a stereo AAC track: each scene its own sine tone, so the sound cuts with the
+    picture, as a phone or camera records them (LTX-2 trains both streams)."""
+    import torch
+
+    from ltxtrainer.training.validation_ltx2 import write_video_with_audio
+
+    scenes = [scene_frames(width, height, count, index) for index, count in enumerate(frames_per_scene)]
+    tones = []
+    for index, count in enumerate(frames_per_scene):
+        times = np.arange(round(count / fps * sample_rate)) / sample_rate
+        tones.append(0.3 * np.sin(2 * np.pi * 220.0 * (index + 1) * times))
+    wave = torch.from_numpy(np.concatenate(tones)).float().repeat(2, 1)
+    return write_video_with_audio(path, np.concatenate(scenes, axis=0), fps, wave, sample_rate)

@@ -1,4 +1,4 @@
-"""Precompute VAE latents and T5 text embeddings for a captioned dataset folder.
+"""Precompute VAE latents and text embeddings for a captioned dataset folder (LTX-Video 0.9 or LTX-2).
 
     python scripts/preprocess_dataset.py DATASET --resolution-buckets "768x512x49;512x768x49" \
         --model-path models/LTX-Video-0.9.7-diffusers
@@ -6,7 +6,8 @@
 Writes DATASET/.precomputed/ (the reference LTX-Video-Trainer layout), or --output-dir. Run it
 again after adding clips or editing captions: only what changed is computed. Captions are
 encoded to 256 T5 tokens by default, as the reference trainer and diffusers' LTXConditionPipeline
-do; the validation prompts must then be encoded at the same length.
+do; the validation prompts must then be encoded at the same length. For an LTX-2 folder the
+clips' sound is encoded too when every clip has a sound track (--with-audio / --no-audio choose).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--on-short", choices=("skip", "shrink"), default="skip",
         help="clips shorter than their bucket: skip them (default) or train them with the largest 8k+1 frames they have",
     )
+    audio = parser.add_mutually_exclusive_group()
+    audio.add_argument(
+        "--with-audio", dest="with_audio", action="store_const", const=True, default=None,
+        help="LTX-2 only: encode each clip's sound too (every clip needs a sound track). "
+        "Default: sound when every clip has a sound track, otherwise video only",
+    )
+    audio.add_argument("--no-audio", dest="with_audio", action="store_const", const=False, help="LTX-2 only: video only")
     return parser.parse_args(argv)
 
 
@@ -75,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             on_short=args.on_short,
             output_dir=args.output_dir,
+            with_audio=args.with_audio,
         )
     except (PreprocessError, BucketError, ModelFolderError, OSError) as error:
         print(f"Preprocessing stopped: {error}", file=sys.stderr)

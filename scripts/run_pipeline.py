@@ -5,7 +5,8 @@
         --api-base-url https://api.moonshot.cn/v1 --api-model moonshot-v1-8k-vision-preview \
         --api-key-env MOONSHOT_API_KEY --set optimization.steps=1500
     python scripts/run_pipeline.py PROJECT --run-name NAME --resume   # continue run NAME
-    python scripts/run_pipeline.py --demo [--output-dir outputs/demo]
+    python scripts/run_pipeline.py --demo [--family ltx2] [--output-dir outputs/demo]
+    python scripts/run_pipeline.py PROJECT --config-template ltx2 --model-path models/LTX-2-diffusers ...
 
 PROJECT is the trigger word and the folder name under train_date/. Folders: train_date/PROJECT/
 (your videos) -> datasets/PROJECT/scenes/ (clips, captions.json, .txt, and .precomputed/KEY/, one
@@ -98,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-sequence-length", type=int, default=DEFAULT_TEXT_LENGTH,
                         help=f"T5 tokens per caption (default {DEFAULT_TEXT_LENGTH}, as the reference trainer)")
     parser.add_argument("--demo", action="store_true", help="run the end-to-end demo on tiny models (CPU is fine)")
+    parser.add_argument("--family", choices=("ltx_video", "ltx2"), default="ltx_video",
+                        help="with --demo: tiny LTX-Video 0.9 models (default) or tiny LTX-2 with sound")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "outputs" / "demo",
                         help="with --demo: where everything is written (default outputs/demo)")
     return parser.parse_args(argv)
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         from ltxtrainer.demo import run_demo
 
-        return run_demo(args.output_dir)
+        return run_demo(args.output_dir, family=args.family)
     try:
         if not args.project:
             raise PipelineError("Name the project (its trigger word) first, e.g. run_pipeline.py mystyle --resolution 768x512.")

@@ -32,6 +32,7 @@ TEMPLATES = {
     "13b-int8": "ltx_13b_lora_int8-quanto_template.yaml",
     "2b": "ltx_2b_lora_template.yaml",
     "tiny": "tiny_demo.yaml",
+    "ltx2": "ltx2_lora_24gb_template.yaml",  # LTX-2 with sound on a 24 GB GPU
 }
 CAPTIONERS = BACKENDS
 ON_SHORT = ("shrink", "skip")

@@ -25,6 +25,7 @@ from ltxtrainer.pipeline.project import (
 from ltxtrainer.pipeline.request import PipelineError, PipelineOptions
 from ltxtrainer.pipeline.run_config import (
     RESUMABLE_CHANGES,
+    audio_choice,
     build_training_config,
     changed_fields,
     with_overrides,
@@ -42,8 +43,12 @@ def current_data_key(options: PipelineOptions, paths: ProjectPaths, model: str) 
     """The key of the data this request trains on, from the clips and captions as they are now."""
     from ltxtrainer.models.folder import resolve_model_path
 
-    return data_key(paths.scenes_dir, bucket_name(options), options.text_length, options.on_short,
-                    resolve_model_path(model))
+    key = data_key(paths.scenes_dir, bucket_name(options), options.text_length, options.on_short,
+                   resolve_model_path(model))
+    with_audio = audio_choice(options, paths, model)
+    # LTX-2 data (Gemma + connectors, audio latents or none) never shares a folder with 0.9's or
+    # with the other audio choice; 0.9 keys stay as they were, so its runs keep their data.
+    return key if with_audio is None else f"{key}_ltx2_{'av' if with_audio else 'v'}"
 
 
 def _data_key_or_none(options: PipelineOptions, paths: ProjectPaths, model: str) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ltxtrainer.config import ConfigError, TrainerConfig, config_from_dict
+from ltxtrainer.dataset_key import find_media
 from ltxtrainer.pipeline.project import ProjectPaths
 from ltxtrainer.pipeline.request import CONFIGS_DIR, REPO_ROOT, TEMPLATES, PipelineError, PipelineOptions
 
@@ -95,6 +96,35 @@ def _template_data(options: PipelineOptions) -> dict:
         raise ConfigError(f"Cannot read the config template {source}: {error}") from None
 
 
+def model_family(model: str) -> str:
+    """'ltx2' or 'ltx_video' from the model folder's model_index.json (0.9 when it cannot be read)."""
+    from ltxtrainer.models.folder import detect_family, resolve_model_path
+
+    try:
+        index = json.loads((resolve_model_path(model) / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = None  # the preprocess stage's model-folder check names what is missing
+    return detect_family(index)
+
+
+def audio_choice(options: PipelineOptions, paths: ProjectPaths, model: str) -> bool | None:
+    """Whether an LTX-2 run trains sound (None for LTX-Video 0.9, which has none).
+
+    `--set model.with_audio=...` decides; otherwise the template's `model.with_audio`, but only
+    when every clip has a sound track (one silent clip makes the run video only, as the
+    preprocess stage says). Preprocess, the data key and the run config all use this one answer.
+    """
+    if model_family(model) != "ltx2":
+        return None
+    if "model.with_audio" in options.overrides:
+        return bool(options.overrides["model.with_audio"])
+    if not _template_data(options).get("model", {}).get("with_audio", False):
+        return False
+    from ltxtrainer.precompute_ltx2 import has_sound
+
+    return all(has_sound(clip) for clip in (find_media(paths.scenes_dir) if paths.scenes_dir.is_dir() else []))
+
+
 def build_training_config(options: PipelineOptions, paths: ProjectPaths, data_dir: Path) -> TrainerConfig:
     """Template + the caller's overrides + the paths, sizes and frame rate the pipeline owns, validated.
 
@@ -107,7 +137,15 @@ def build_training_config(options: PipelineOptions, paths: ProjectPaths, data_di
         if key in _PIPELINE_FIELDS:
             raise PipelineError(f"--set {key}=... is refused: the pipeline sets {key} from {_PIPELINE_FIELDS[key]}.")
         set_dotted(data, key, value)
-    data.setdefault("model", {})["model_source"] = model_source(options)
+    model = data.setdefault("model", {})
+    model["model_source"] = model_source(options)
+    with_audio = audio_choice(options, paths, model["model_source"])
+    if with_audio is not None:
+        model["with_audio"] = with_audio
+        if not with_audio and "lora.target_modules" not in options.overrides:
+            # A video-only run has no audio stream: adapters on audio modules would never train.
+            lora = data.setdefault("lora", {})
+            lora["target_modules"] = [name for name in lora.get("target_modules") or [] if "audio" not in name]
     data.setdefault("data", {})["preprocessed_data_root"] = str(Path(data_dir).resolve())
     data["output_dir"] = str(paths.run_dir.resolve())
     validation = data.setdefault("validation", {})

@@ -16,7 +16,7 @@ from ltxtrainer.config import TrainerConfig
 from ltxtrainer.dataset_key import find_media
 from ltxtrainer.pipeline.project import ProjectPaths
 from ltxtrainer.pipeline.request import CAPTIONERS, PipelineOptions
-from ltxtrainer.pipeline.run_config import first_captions
+from ltxtrainer.pipeline.run_config import audio_choice, first_captions
 
 
 @dataclass
@@ -85,6 +85,9 @@ def preprocess_plan(options: PipelineOptions, paths: ProjectPaths, model: str, d
         "--model-path", model, "--max-sequence-length", str(options.text_length), "--on-short", options.on_short,
         "--output-dir", str(paths.data_folder(data_key)),
     ]
+    with_audio = audio_choice(options, paths, model)
+    if with_audio is not None:  # LTX-2: the same answer the data key and the run config hold
+        arguments.append("--with-audio" if with_audio else "--no-audio")
     return Plan(arguments, digest(data_key))
 
 

@@ -57,6 +57,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "template.13b-int8": ("13B int8-quanto LoRA（24GB 显卡）", "13B int8-quanto LoRA (24 GB cards)"),
     "template.2b": ("2B LoRA", "2B LoRA"),
     "template.tiny": ("微型演示模型（CPU 即可）", "Tiny demo models (CPU is fine)"),
+    "template.ltx2": ("LTX-2 有声 LoRA（24GB 显卡）", "LTX-2 LoRA with sound (24 GB cards)"),
     "pipe.memory": ("显存估算", "Memory estimate"),
     "pipe.start": ("开始一键训练", "Start one-click training"),
     "pipe.stop": ("停止（保存检查点）", "Stop (saves a checkpoint)"),
