@@ -18,9 +18,11 @@ from ltxtrainer.ui import actions, memory_line
 from ltxtrainer.ui.i18n import t
 from ltxtrainer.ui.workspace import AppPaths
 
-_report: dict = {}
+# The last report of each workspace (one per app; a test process builds several apps), and whether
+# its first background check has finished.
+_reports: dict[AppPaths, dict] = {}
 _lock = threading.Lock()
-_ready = threading.Event()
+_ready: dict[AppPaths, threading.Event] = {}
 POLL_S = 2.0  # how often an open page looks whether the background check has finished
 
 # ltxtrainer.models.folder's problem lines ("<what>: <path>") and their strings-table keys.
@@ -43,16 +45,21 @@ def refresh_report(paths: AppPaths) -> dict:
     except (RuntimeError, OSError, ValueError) as error:
         report = {"error": str(error)}
     with _lock:
-        _report.clear()
-        _report.update(report)
-    _ready.set()
+        _reports[paths] = report
+    ready(paths).set()
     return report
 
 
-def cached_report() -> dict:
-    """The last report, or {} while the first background check still runs (it imports torch: seconds)."""
+def ready(paths: AppPaths) -> threading.Event:
+    """Set once the first check of this workspace has finished."""
     with _lock:
-        return dict(_report)
+        return _ready.setdefault(paths, threading.Event())
+
+
+def cached_report(paths: AppPaths) -> dict:
+    """The workspace's last report, or {} while its first background check still runs (it imports torch: seconds)."""
+    with _lock:
+        return dict(_reports.get(paths, {}))
 
 
 def model_problem_text(problem: str, lang: str) -> str:
@@ -135,19 +142,19 @@ def report_markdown(report: dict, lang: str) -> str:
 
 def build(ui) -> None:
     lang = ui.language
-    if not _ready.is_set():
+    if not ready(ui.paths).is_set():
         threading.Thread(target=refresh_report, args=(ui.paths,), daemon=True, name="ltxtrainer-env-check").start()
     check = ui.tr(gr.Button(t("env.check", lang), variant="primary"), value="env.check")
     # The report is the tab's content from the first look: every page load and language switch
     # shows the background check's report (or that it is still running, without waiting for it:
     # the page's labels arrive in the same update), and a timer fills it in once it is ready.
-    report = ui.tr(gr.Markdown(t("env.running", lang)), value=lambda lang: report_markdown(cached_report(), lang))
+    report = ui.tr(gr.Markdown(t("env.running", lang)), value=lambda lang: report_markdown(cached_report(ui.paths), lang))
     waiting = gr.Timer(POLL_S)
 
     def fill_in(lang):
-        if not _ready.is_set():
+        if not ready(ui.paths).is_set():
             return gr.skip(), gr.skip()
-        return report_markdown(cached_report(), lang), gr.Timer(active=False)
+        return report_markdown(cached_report(ui.paths), lang), gr.Timer(active=False)
 
     def run_check(lang):
         return report_markdown(refresh_report(ui.paths), lang)
