@@ -51,7 +51,7 @@ def find_precomputed_root(root: str | Path) -> Path:
     )
 
 
-def _load(path: Path, mmap: bool = False) -> dict:
+def load_precomputed(path: Path, mmap: bool = False) -> dict:
     try:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -73,6 +73,7 @@ class Sample:
     conditions_path: Path
     bucket: Bucket
     audio_latents_path: Path | None = None
+    fps: float = DEFAULT_FPS  # as the file records it; DEFAULT_FPS for files written without one
 
 
 class PrecomputedDataset(torch.utils.data.Dataset):
@@ -108,7 +109,7 @@ class PrecomputedDataset(torch.utils.data.Dataset):
             if audio_channels is not None:
                 audio_path = self.root / AUDIO_LATENTS_DIR / latents_path.relative_to(latents_dir)
                 _check_audio_latents(audio_path, audio_channels)
-            samples.append(Sample(latents_path, conditions_path, bucket, audio_path))
+            samples.append(Sample(latents_path, conditions_path, bucket, audio_path, DEFAULT_FPS if fps is None else fps))
         if not samples:
             raise DatasetError(f"No precomputed samples (*.pt) in {latents_dir}")
         if without_fps:
@@ -122,7 +123,7 @@ class PrecomputedDataset(torch.utils.data.Dataset):
     def _bucket_of(path: Path, expected_channels: int | None) -> tuple[Bucket, float | None]:
         """The sample's latent (frames, height, width), and the fps the file records (None: none)."""
         # Memory-mapped: indexing needs shapes and sizes only, not every latent read from disk twice.
-        data = _load(path, mmap=True)
+        data = load_precomputed(path, mmap=True)
         missing = {"latents", "num_frames", "height", "width"} - set(data)
         if missing:
             raise DatasetError(f"{path} lacks {sorted(missing)}; was it written by a preprocessing step?")
@@ -152,8 +153,8 @@ class PrecomputedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        latents = _load(sample.latents_path)
-        conditions = _load(sample.conditions_path)
+        latents = load_precomputed(sample.latents_path)
+        conditions = load_precomputed(sample.conditions_path)
         if any(key not in conditions for key in self.conditions):
             raise DatasetError(f"{sample.conditions_path} lacks {'/'.join(self.conditions)}")
         item = {
@@ -165,7 +166,7 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         }
         item.update({key: conditions[key].to(dtype) for key, dtype in self.conditions.items()})
         if sample.audio_latents_path is not None:
-            item["audio_latents"] = _load(sample.audio_latents_path)["latents"].float()
+            item["audio_latents"] = load_precomputed(sample.audio_latents_path)["latents"].float()
         return item
 
 
@@ -176,7 +177,7 @@ def _check_audio_latents(path: Path, channels: int) -> None:
             f"{path} is missing: this run trains audio (model.with_audio: true) but the clip has no audio "
             "latents. Preprocess the clips with sound, remove the clip, or set model.with_audio: false."
         )
-    latents = _load(path, mmap=True).get("latents")
+    latents = load_precomputed(path, mmap=True).get("latents")
     if latents is None or latents.ndim != 2 or latents.shape[1] != channels:
         shape = None if latents is None else tuple(latents.shape)
         raise DatasetError(

@@ -35,7 +35,7 @@ def test_a_batch_of_two_frame_rates_gives_each_sample_its_own_rope_scale(tiny_mo
     """One forward of a mixed batch equals each sample run alone with the pipeline's scale for its fps."""
     from diffusers import LTXVideoTransformer3DModel
 
-    from ltxtrainer.training.trainer import _rope_interpolation_scale
+    from ltxtrainer.models.ltx_video import batch_rope_interpolation_scale
 
     data = tmp_path / "data"
     write_sample(data, "slow", frames=3, height=2, width=2, seed=0, fps=12.0)
@@ -51,7 +51,7 @@ def test_a_batch_of_two_frame_rates_gives_each_sample_its_own_rope_scale(tiny_mo
         together = transformer(
             hidden_states=batch["latents"], encoder_hidden_states=batch["prompt_embeds"],
             timestep=torch.tensor([500.0, 500.0]), encoder_attention_mask=batch["prompt_attention_mask"],
-            rope_interpolation_scale=_rope_interpolation_scale(batch["fps"], torch.device("cpu")), **common,
+            rope_interpolation_scale=batch_rope_interpolation_scale(batch["fps"], torch.device("cpu")), **common,
         )[0]
         alone = [
             transformer(
@@ -63,7 +63,7 @@ def test_a_batch_of_two_frame_rates_gives_each_sample_its_own_rope_scale(tiny_mo
         ]
     torch.testing.assert_close(together, torch.cat(alone), rtol=1e-5, atol=1e-6)
     # A batch of one frame rate gets exactly the pipeline's tuple.
-    assert _rope_interpolation_scale(torch.tensor([24.0, 24.0]), torch.device("cpu")) == (8 / 24, 32, 32)
+    assert batch_rope_interpolation_scale(torch.tensor([24.0, 24.0]), torch.device("cpu")) == (8 / 24, 32, 32)
     # And the mixed batch trains as the templates run (bf16, gradient checkpointing).
     result = train(
         tiny_model_dir, data, tmp_path / "run",

@@ -41,9 +41,6 @@ from ltxtrainer.training.model_setup import prepare_transformer, trainable_param
 from ltxtrainer.training.optim import build_lr_scheduler, build_optimizer
 from ltxtrainer.training.validation import dataset_frame_rate
 
-# tests/test_training_math.py checks the 0.9 RoPE scale under the trainer's old name.
-_rope_interpolation_scale = ltx_video.batch_rope_interpolation_scale
-
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
 EFFECTIVE_CONFIG = "training_config.yaml"

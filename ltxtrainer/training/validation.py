@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ltxtrainer.config import TrainerConfig, ValidationConfig
-from ltxtrainer.data import DEFAULT_FPS, PrecomputedDataset
+from ltxtrainer.data import PrecomputedDataset, load_precomputed
 
 # diffusers' LTX examples decode 0.9.1+ VAEs (timestep-conditioned decoders) with a little noise.
 DECODE_TIMESTEP = 0.05
@@ -40,26 +40,18 @@ class ValidationInputs:
     negative_mask: torch.Tensor
 
 
-def _header(path: Path) -> dict:
-    """A precomputed file's tensors memory-mapped: shapes and scalars without reading every latent.
-
-    The dataset has opened every file once already, so a file that cannot be read was named there.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # torch's legacy (non-zip) format cannot be mapped: read it whole
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def dataset_text_length(dataset: PrecomputedDataset) -> int:
     """The T5 length the dataset's captions were encoded at (the most common one, should they differ)."""
-    lengths = Counter(_header(sample.conditions_path)["prompt_embeds"].shape[0] for sample in dataset.samples)
+    # memory-mapped: only the shape is needed, not every embedding read from disk
+    lengths = Counter(load_precomputed(sample.conditions_path, mmap=True)["prompt_embeds"].shape[0]
+                      for sample in dataset.samples)
     return lengths.most_common(1)[0][0]
 
 
 def dataset_frame_rate(dataset: PrecomputedDataset) -> float:
-    """The median fps of the dataset's clips (files written before fps was stored count as data.DEFAULT_FPS, as in training)."""
-    return float(statistics.median(float(_header(sample.latents_path).get("fps", DEFAULT_FPS)) for sample in dataset.samples))
+    """The median fps of the dataset's clips, as indexing read them (files written before fps was stored
+    count as data.DEFAULT_FPS, as in training)."""
+    return float(statistics.median(sample.fps for sample in dataset.samples))
 
 
 def encode_validation_prompts(
