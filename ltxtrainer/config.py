@@ -200,12 +200,33 @@ class FlowMatchingConfig(Section):
     timestep_sampling_params: dict[str, Any] = Field(default_factory=dict)
 
 
-class ConditioningConfig(Section):
-    """The later reference generation's home of first-frame conditioning."""
+REFERENCE_LATENTS_DIR = "reference_latents"  # what the reference trainer's IC config names; its schema default is wrong
 
-    mode: Literal["none", "reference_video"] = "none"
+
+class ConditioningConfig(Section):
+    """The later reference generation's home of first-frame and reference-video (IC-LoRA) conditioning."""
+
+    mode: Literal["none", "reference_video"] = Field(
+        default="none",
+        description="none: text (and first frame) only; reference_video: IC-LoRA, each clip guided by its "
+        "reference video (edges, depth, pose, ...) whose latents sit under reference_latents_dir.",
+    )
     first_frame_conditioning_p: float = Field(default=0.1, ge=0.0, le=1.0)
-    reference_latents_dir: str | None = None
+    reference_latents_dir: str | None = Field(
+        default=None,
+        description="Folder of the reference latents beside latents/ and conditions/ (reference_video mode; "
+        f"empty: {REFERENCE_LATENTS_DIR}).",
+    )
+    reference_downscale_factor: Literal[1, 2, 4] = Field(
+        default=1,
+        description="ltxtrainer addition, LTX-2 only: the references were precomputed at 1/N of the clips' "
+        "width and height; validation encodes its reference videos the same way, and the LoRA file records N.",
+    )
+
+    @property
+    def reference_dir_name(self) -> str:
+        """Where reference latents live for this run (reference_video mode)."""
+        return self.reference_latents_dir or REFERENCE_LATENTS_DIR
 
 
 class WandbConfig(Section):
@@ -237,8 +258,6 @@ class TrainerConfig(Section):
             raise ValueError("training_mode 'lora' needs a 'lora' section (rank, alpha, dropout, target_modules)")
         if self.model.training_mode == "full" and self.acceleration.quantization_choice:
             raise ValueError("quantization is only possible in training_mode 'lora' (a quantized base cannot be trained)")
-        if self.conditioning is not None and self.conditioning.mode == "reference_video":
-            raise ValueError("conditioning.mode 'reference_video' is not supported yet; use 'none'")
         return self
 
     @property
