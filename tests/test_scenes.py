@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from ltxtrainer import media, scenes
-from ltxtrainer.synthetic import SCENE_COLOURS, make_clip, write_unusable_files
+from ltxtrainer.precompute_ltx2 import has_sound
+from ltxtrainer.synthetic import SCENE_COLOURS, make_clip, make_clip_with_sound, write_unusable_files
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "split_scenes.py"
 
@@ -188,6 +190,31 @@ def test_cli_splits_a_folder_with_spaces_and_chinese_names(tmp_path):
     summary = json.loads(result.stdout.splitlines()[-1])
     assert (summary["event"], summary["written"], summary["failed"]) == ("summary", 2, 4)
     assert "could not split" in result.stderr and "Traceback" not in result.stderr
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(samples))) * rate / len(samples))
+
+
+def test_cli_split_of_a_source_with_sound_gives_each_clip_its_own_scenes_sound(tmp_path):
+    fps, rate = 24.0, 24000
+    make_clip_with_sound(tmp_path / "有声 in" / "带声音 a.mp4", 64, 64, (20, 30, 25), fps, rate)  # tones 220, 440, 660 Hz
+    make_clip(tmp_path / "有声 in" / "silent.mp4", 64, 64, (20,))
+    result = run_cli(tmp_path / "有声 in", "--output-dir", tmp_path / "out", "--min-scene-len", "8")
+    assert result.returncode == 0, result.stderr
+    clips = sorted((tmp_path / "out").glob("带声音 a-Scene-*.mp4"))
+    assert frame_counts(clips) == [20, 30, 25]
+    for scene_index, (clip, num_frames) in enumerate(zip(clips, (20, 30, 25), strict=True)):
+        assert has_sound(clip)
+        with av.open(str(clip)) as container:
+            assert container.streams.audio[0].rate == rate and container.streams.audio[0].layout.name == "stereo"
+            sound = np.concatenate([frame.to_ndarray() for frame in container.decode(audio=0)], axis=1)[0]
+        assert abs(len(sound) / rate - num_frames / fps) <= 0.1, clip.name
+        # The scene's own tone from its first to its last tenth of a second: the sound is cut where the picture is.
+        tone = 220.0 * (scene_index + 1)
+        for window in (sound[: rate // 10], sound[-rate // 10 - 1024 : -1024]):
+            assert abs(dominant_hz(window, rate) - tone) < 20, (clip.name, dominant_hz(window, rate), tone)
+    assert not has_sound(tmp_path / "out" / "silent-Scene-001.mp4")  # no sound in, no sound out
 
 
 def test_cli_exit_codes_for_missing_and_wholly_unreadable_inputs(tmp_path):
