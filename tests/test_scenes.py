@@ -10,10 +10,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from ltxtrainer import media, scenes
+from ltxtrainer.models import ltx2
 from ltxtrainer.precompute_ltx2 import has_sound
-from ltxtrainer.synthetic import SCENE_COLOURS, make_clip, make_clip_with_sound, write_unusable_files
+from ltxtrainer.synthetic import (
+    SCENE_COLOURS,
+    make_clip,
+    make_clip_with_sound,
+    scene_frames,
+    write_unusable_files,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "split_scenes.py"
 
@@ -215,6 +223,52 @@ def test_cli_split_of_a_source_with_sound_gives_each_clip_its_own_scenes_sound(t
         for window in (sound[: rate // 10], sound[-rate // 10 - 1024 : -1024]):
             assert abs(dominant_hz(window, rate) - tone) < 20, (clip.name, dominant_hz(window, rate), tone)
     assert not has_sound(tmp_path / "out" / "silent-Scene-001.mp4")  # no sound in, no sound out
+
+
+def write_source_with_sound(path: Path, layout: str, rate: int, codec: str, tone_hz: float) -> Path:
+    """Raw footage: two hard-cut scenes of 24 frames at 16 fps (64x64) with, on every channel, a sweep
+    rising from `tone_hz` by 200 Hz a second, so any shift in time changes the sound (`codec` aac, or
+    pcm_s16le in a .mkv for layouts AAC refuses, such as AC-3's "5.1(side)")."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = np.concatenate([scene_frames(64, 64, 24, scene) for scene in (0, 1)])
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=16)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream(codec, rate=rate, layout=layout)
+        for frame in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode(None))
+        samples = int(len(frames) / 16 * rate)
+        channels = len(av.AudioLayout(layout).channels)
+        size = audio.codec_context.frame_size or 1024  # PCM has no frame size of its own
+        times = np.arange(samples) / rate
+        wave = np.tile(0.25 * np.sin(2 * np.pi * (tone_hz + 100.0 * times) * times), (channels, 1))
+        wave = np.pad(wave, ((0, 0), (0, -samples % size))).astype(np.float32)
+        sample_format = audio.codec_context.format.name
+        for start in range(0, wave.shape[1], size):
+            piece = wave[:, start : start + size]
+            if sample_format == "s16":  # PCM: interleaved 16-bit
+                piece = (piece.T.reshape(1, -1) * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format=sample_format, layout=layout)
+            frame.sample_rate, frame.pts = rate, start
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return path
+
+
+def test_a_split_5_1_side_track_reads_back_in_sync_as_the_same_stereo_mix_ltx2_trains_on(tmp_path) -> None:
+    """The second scene's clip, its 5.1(side) sound re-encoded as AAC 5.1, reads back as the same stereo mix
+    LTX-2 takes from the source over that scene's seconds: the sound starts at the scene's first frame."""
+    source = write_source_with_sound(tmp_path / "src.mkv", "5.1(side)", 48000, "pcm_s16le", 660.0)
+    split = run_cli(source, "--output-dir", tmp_path / "out", "--min-scene-len", "8")
+    assert split.returncode == 0, split.stderr[-2000:]
+    clip = tmp_path / "out" / "src-Scene-002.mp4"
+    duration = 24 / 16
+    from_source = ltx2.read_audio(source, 16000, 2, duration, duration)
+    from_clip = ltx2.read_audio(clip, 16000, 2, 0.0, duration)
+    middle = slice(1600, -1600)  # AAC's edges (priming, the last frame) aside
+    torch.testing.assert_close(from_clip[:, middle], from_source[:, middle], atol=0.02, rtol=0)
 
 
 def test_cli_exit_codes_for_missing_and_wholly_unreadable_inputs(tmp_path):
