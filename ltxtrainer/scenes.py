@@ -276,22 +276,25 @@ class _SourceSound:
 
     Samples are counted from the source's first video frame: a track that starts later is
     preceded by silence, one that starts earlier loses its head, so each clip's sound starts at
-    its first frame. A span past the end of the track is filled with silence.
+    its first frame. A span the track does not cover is filled with silence. Only the samples of
+    the span being cut are held, so an hour-long source costs no more memory than its longest scene.
     """
 
     def __init__(self, path: Path, container: av.container.InputContainer) -> None:
         self.path = path
-        self._container = container
         stream = container.streams.audio[0]
         self.rate: int = stream.codec_context.sample_rate
         self.layout: str = _AAC_LAYOUTS.get(stream.codec_context.channels, "stereo")
+        self.channels = len(av.AudioLayout(self.layout).channels)
         video = container.streams.video[0] if container.streams.video else None
         self._origin_s = float(video.start_time * video.time_base) if video and video.start_time else 0.0
         self._frames = container.decode(stream)
         # Planar float at the source's own rate, in the layout the AAC encoder takes.
         self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
-        self._buffer = np.zeros((len(av.AudioLayout(self.layout).channels), 0), dtype=np.float32)
-        self._buffer_start: int | None = None  # sample index (from the origin) of the buffer's first sample
+        # Decoded pieces, joined only when a span is cut (joining per audio frame would copy quadratically).
+        self._pieces: list[np.ndarray] = []
+        self._held = 0  # samples in _pieces
+        self._first: int | None = None  # sample index (from the origin) of the first held sample
         self._exhausted = False
 
     @classmethod
@@ -309,17 +312,19 @@ class _SourceSound:
     def take(self, start_s: float, end_s: float) -> np.ndarray:
         """[channels, samples] float32 of the span [start_s, end_s); spans must come in order."""
         start, end = round(start_s * self.rate), round(end_s * self.rate)
-        while not self._exhausted and (self._buffer_start is None or self._buffer_start + self._buffer.shape[1] < end):
+        while not self._exhausted and (self._first is None or self._first + self._held < end):
             self._decode_more()
-        if self._buffer_start is None:  # the track holds no sample at all
-            return np.zeros((self._buffer.shape[0], end - start), dtype=np.float32)
-        head = max(0, self._buffer_start - start)
-        piece = self._buffer[:, max(0, start - self._buffer_start) : max(0, end - self._buffer_start)]
-        tail = end - start - head - piece.shape[1]
+        span = np.zeros((self.channels, end - start), dtype=np.float32)
+        if self._first is None:  # the track holds no sample at all
+            return span
+        held = np.concatenate(self._pieces, axis=1) if self._pieces else np.zeros((self.channels, 0), np.float32)
+        low, high = max(start, self._first), min(end, self._first + self._held)
+        if high > low:
+            span[:, low - start : high - start] = held[:, low - self._first : high - self._first]
         # Later spans never reach back: keep only what lies after this one.
-        drop = min(self._buffer.shape[1], max(0, end - self._buffer_start))
-        self._buffer, self._buffer_start = self._buffer[:, drop:], self._buffer_start + drop
-        return np.pad(piece, ((0, 0), (head, max(0, tail))))
+        drop = min(self._held, max(0, end - self._first))
+        self._pieces, self._held, self._first = [held[:, drop:]], self._held - drop, self._first + drop
+        return span
 
     def _decode_more(self) -> None:
         try:
@@ -329,10 +334,11 @@ class _SourceSound:
             raise MediaError(f"{self.path}: its sound track cannot be decoded ({error})") from error
         if frame is None:
             self._exhausted = True
-        elif self._buffer_start is None:
-            self._buffer_start = round((float(frame.time or 0.0) - self._origin_s) * self.rate)
-        pieces = [self._buffer, *(piece.to_ndarray() for piece in converted)]
-        self._buffer = np.concatenate(pieces, axis=1)
+        elif self._first is None:
+            self._first = round((float(frame.time or 0.0) - self._origin_s) * self.rate)
+        for piece in converted:
+            self._pieces.append(piece.to_ndarray())
+            self._held += self._pieces[-1].shape[1]
 
 
 def _add_sound(clip: Path, sound: _SourceSound, start_s: float, end_s: float) -> None:

@@ -225,10 +225,13 @@ def test_cli_split_of_a_source_with_sound_gives_each_clip_its_own_scenes_sound(t
     assert not has_sound(tmp_path / "out" / "silent-Scene-001.mp4")  # no sound in, no sound out
 
 
-def write_source_with_sound(path: Path, layout: str, rate: int, codec: str, tone_hz: float) -> Path:
+def write_source_with_sound(
+    path: Path, layout: str, rate: int, codec: str, tone_hz: float, sound_s: float | None = None
+) -> Path:
     """Raw footage: two hard-cut scenes of 24 frames at 16 fps (64x64) with, on every channel, a sweep
     rising from `tone_hz` by 200 Hz a second, so any shift in time changes the sound (`codec` aac, or
-    pcm_s16le in a .mkv for layouts AAC refuses, such as AC-3's "5.1(side)")."""
+    pcm_s16le in a .mkv for layouts AAC refuses, such as AC-3's "5.1(side)"); `sound_s` ends the sound
+    earlier than the picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.concatenate([scene_frames(64, 64, 24, scene) for scene in (0, 1)])
     with av.open(str(path), "w") as container:
@@ -239,7 +242,7 @@ def write_source_with_sound(path: Path, layout: str, rate: int, codec: str, tone
         for frame in frames:
             container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(video.encode(None))
-        samples = int(len(frames) / 16 * rate)
+        samples = int((len(frames) / 16 if sound_s is None else sound_s) * rate)
         channels = len(av.AudioLayout(layout).channels)
         size = audio.codec_context.frame_size or 1024  # PCM has no frame size of its own
         times = np.arange(samples) / rate
@@ -269,6 +272,19 @@ def test_a_split_5_1_side_track_reads_back_in_sync_as_the_same_stereo_mix_ltx2_t
     from_clip = ltx2.read_audio(clip, 16000, 2, 0.0, duration)
     middle = slice(1600, -1600)  # AAC's edges (priming, the last frame) aside
     torch.testing.assert_close(from_clip[:, middle], from_source[:, middle], atol=0.02, rtol=0)
+
+
+def test_sound_that_ends_before_the_picture_leaves_the_later_scenes_silent_not_shorter(tmp_path) -> None:
+    source = write_source_with_sound(tmp_path / "short sound.mp4", "mono", 16000, "aac", 300.0, sound_s=1.0)
+    clips = scenes.split_scenes(source, tmp_path / "out", min_scene_len=8).written
+    assert frame_counts(clips) == [24, 24]
+    sounds = []
+    for clip in clips:
+        with av.open(str(clip)) as container:
+            sounds.append(np.concatenate([frame.to_ndarray() for frame in container.decode(audio=0)], axis=1)[0])
+    assert all(abs(len(sound) / 16000 - 1.5) <= 0.1 for sound in sounds)  # each as long as its scene
+    assert np.abs(sounds[0][1600:14400]).max() > 0.2 and np.abs(sounds[0][17600:24000]).max() < 0.02
+    assert np.abs(sounds[1]).max() < 0.02
 
 
 def test_cli_exit_codes_for_missing_and_wholly_unreadable_inputs(tmp_path):
