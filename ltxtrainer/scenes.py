@@ -4,6 +4,12 @@ Detection is PySceneDetect with its PyAV backend. The clips are cut by decoding 
 and re-encoding each scene with PyAV, frame-exact. PySceneDetect's own splitter is not used: it
 shells out to an ffmpeg binary, and without one it reports success and writes nothing.
 
+A source with sound gives clips with sound: its first audio track is decoded once, in order,
+cut sample-exactly to each scene's time span (measured from the first video frame, so the sound
+stays in sync with the picture) and re-encoded as AAC at the source's rate and channel layout
+beside the clip's H.264 stream. LTX-2 trains on both streams, and a clip that lost its sound in
+the split could only train video.
+
 The stage is idempotent. Each finished source leaves a small manifest in
 `<output_dir>/.split/<source stem>.json` naming its clips; a re-run skips a source whose
 manifest matches it (same size and modification time) and whose clips all exist, and also a
@@ -21,12 +27,16 @@ import filecmp
 import json
 import math
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
 
-from ltxtrainer.atomic import write_atomic
+from ltxtrainer.atomic import replace_with_retry, write_atomic
 from ltxtrainer.dataset_key import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, find_media
 from ltxtrainer.media import MediaError, VideoWriter, open_frames, probe_video
 from ltxtrainer.progress import emit, say, track
@@ -34,6 +44,10 @@ from ltxtrainer.progress import emit, say, track
 DETECTORS = ("content", "adaptive")
 DEFAULT_MIN_SCENE_LEN = 15  # frames; PySceneDetect's default, ~0.6 s at 24 fps
 MANIFEST_FOLDER = ".split"
+# The channel layouts ffmpeg's AAC encoder takes, by channel count. A source's own layout may be a
+# variant it refuses (AC-3's "5.1(side)" in a .mkv): swresample maps it onto the plain one, and an
+# unusual count is mixed down to stereo.
+_AAC_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 8: "7.1"}
 
 
 @dataclass
@@ -109,7 +123,8 @@ def limit_scene_length(
 def write_scene_clips(
     source: str | Path, output_dir: str | Path, scenes: list[tuple[int, int]]
 ) -> list[Path]:
-    """Decode `source` once and write each [start, end) range as its own H.264 clip, frame-exact.
+    """Decode `source` once and write each [start, end) range as its own H.264 clip, frame-exact,
+    with the source's sound over the same span (AAC) when it has a sound track.
 
     Ranges must be in order and not overlap. If the source ends early, the clips of this call
     are removed again, so a re-run never mistakes a partial split for a finished one.
@@ -120,7 +135,7 @@ def write_scene_clips(
     finished: list[Path] = []
     writer: VideoWriter | None = None
     try:
-        with open_frames(info.path) as source_frames:
+        with open_frames(info.path) as source_frames, _SourceSound.open(info.path) as sound:
             for index, to_rgb in enumerate(source_frames):
                 start, end = scenes[len(finished)]
                 if index < start:
@@ -131,6 +146,8 @@ def write_scene_clips(
                 if index == end - 1:
                     finished.append(writer.close())
                     writer = None
+                    if sound is not None:
+                        _add_sound(finished[-1], sound, start / info.fps, end / info.fps)
                     if len(finished) == len(scenes):
                         break
         if len(finished) < len(scenes):
@@ -252,6 +269,106 @@ def split_scenes(
 
 
 # --- internals ---------------------------------------------------------------------------------
+
+
+class _SourceSound:
+    """A source's first audio track, decoded once and in order, handed out span by span.
+
+    Samples are counted from the source's first video frame: a track that starts later is
+    preceded by silence, one that starts earlier loses its head, so each clip's sound starts at
+    its first frame. A span the track does not cover is filled with silence. Only the samples of
+    the span being cut are held, so an hour-long source costs no more memory than its longest scene.
+    """
+
+    def __init__(self, path: Path, container: av.container.InputContainer) -> None:
+        self.path = path
+        stream = container.streams.audio[0]
+        self.rate: int = stream.codec_context.sample_rate
+        self.layout: str = _AAC_LAYOUTS.get(stream.codec_context.channels, "stereo")
+        self.channels = len(av.AudioLayout(self.layout).channels)
+        video = container.streams.video[0] if container.streams.video else None
+        self._origin_s = float(video.start_time * video.time_base) if video and video.start_time else 0.0
+        self._frames = container.decode(stream)
+        # Planar float at the source's own rate, in the layout the AAC encoder takes.
+        self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+        # Decoded pieces, joined only when a span is cut (joining per audio frame would copy quadratically).
+        self._pieces: list[np.ndarray] = []
+        self._held = 0  # samples in _pieces
+        self._first: int | None = None  # sample index (from the origin) of the first held sample
+        self._exhausted = False
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path) -> Iterator[_SourceSound | None]:
+        """The sound of `path`, or None when it has no audio track (or PyAV cannot open it at all)."""
+        try:
+            container = av.open(str(path))
+        except av.error.FFmpegError:
+            yield None
+            return
+        with container:
+            yield cls(path, container) if container.streams.audio else None
+
+    def take(self, start_s: float, end_s: float) -> np.ndarray:
+        """[channels, samples] float32 of the span [start_s, end_s); spans must come in order."""
+        start, end = round(start_s * self.rate), round(end_s * self.rate)
+        while not self._exhausted and (self._first is None or self._first + self._held < end):
+            self._decode_more()
+        span = np.zeros((self.channels, end - start), dtype=np.float32)
+        if self._first is None:  # the track holds no sample at all
+            return span
+        held = np.concatenate(self._pieces, axis=1) if self._pieces else np.zeros((self.channels, 0), np.float32)
+        low, high = max(start, self._first), min(end, self._first + self._held)
+        if high > low:
+            span[:, low - start : high - start] = held[:, low - self._first : high - self._first]
+        # Later spans never reach back: keep only what lies after this one.
+        drop = min(self._held, max(0, end - self._first))
+        self._pieces, self._held, self._first = [held[:, drop:]], self._held - drop, self._first + drop
+        return span
+
+    def _decode_more(self) -> None:
+        try:
+            frame = next(self._frames, None)
+            converted = self._resampler.resample(frame)
+        except av.error.FFmpegError as error:
+            raise MediaError(f"{self.path}: its sound track cannot be decoded ({error})") from error
+        if frame is None:
+            self._exhausted = True
+        elif self._first is None:
+            self._first = round((float(frame.time or 0.0) - self._origin_s) * self.rate)
+        for piece in converted:
+            self._pieces.append(piece.to_ndarray())
+            self._held += self._pieces[-1].shape[1]
+
+
+def _add_sound(clip: Path, sound: _SourceSound, start_s: float, end_s: float) -> None:
+    """Mux the source's sound of [start_s, end_s) into `clip` as AAC; its H.264 stream is copied as it is."""
+    samples = sound.take(start_s, end_s)
+    partial = clip.with_name(f".{clip.stem}.sound-partial{clip.suffix}")
+    try:
+        with av.open(str(clip)) as silent, av.open(str(partial), "w", format="mp4") as target:
+            video_in = silent.streams.video[0]
+            video_out = target.add_stream_from_template(video_in)
+            audio = target.add_stream("aac", rate=sound.rate, layout=sound.layout)
+            for packet in silent.demux(video_in):
+                if packet.dts is None:  # the demuxer's empty flush packet
+                    continue
+                packet.stream = video_out
+                target.mux(packet)
+            # PyAV 18 drops the encoder's last partial frame (1024 samples for AAC): pad the span
+            # with silence to whole frames, at most 1023 samples (23 ms at 44.1 kHz) longer.
+            frame_size = audio.codec_context.frame_size
+            padded = np.pad(samples, ((0, 0), (0, -samples.shape[1] % frame_size)))
+            for offset in range(0, padded.shape[1], frame_size):
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(padded[:, offset : offset + frame_size]), format="fltp", layout=sound.layout
+                )
+                frame.sample_rate, frame.pts = sound.rate, offset
+                target.mux(audio.encode(frame))
+            target.mux(audio.encode(None))
+        replace_with_retry(partial, clip)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _sources(inputs: Path, output_dir: Path) -> list[Path]:

@@ -25,10 +25,13 @@ def main() -> int:
         help="model family: ltx_video (0.9, default) or ltx2 (LTX-2 with audio)",
     )
     parser.add_argument(
+        "--version",
         "--ltx2-version",
-        choices=("2.0", "2.3"),
+        dest="ltx2_version",
+        choices=("2.0", "2.3", "2.5"),
         default="2.0",
-        help="LTX-2 layout to build: 2.0, or 2.3 with gated attention (only with --family ltx2)",
+        help="LTX-2 layout to build: 2.0; 2.3 with gated attention; 2.5 with a Gemma 4 text encoder and "
+        "a duration head (only with --family ltx2)",
     )
     parser.add_argument(
         "--output",

@@ -16,7 +16,8 @@ from ltxtrainer.scenes import DEFAULT_MIN_SCENE_LEN, DETECTORS, split_scenes  # 
 
 EPILOG = """\
 Clips are named <source name>-Scene-001.mp4, -002, ... (H.264, frame-exact, the source's frame
-rate). Videos in subfolders of INPUT keep their subfolder under --output-dir. A video already
+rate; a source with sound gives each clip the sound of its own scene as AAC at the source's sample
+rate, which LTX-2 trains on; 5.1 stays 5.1, unusual layouts become stereo). Videos in subfolders of INPUT keep their subfolder under --output-dir. A video already
 split (a finished record in DIR/.split/, or its -Scene-001.mp4 already there) is skipped, so a
 re-run only does what is missing. Still images (.png, .jpg, .jpeg, .webp, .bmp) are copied to
 the same place unchanged, unless an identical copy is already there; they train as single frames.

@@ -18,8 +18,9 @@ import torch
 from diffusers import DiffusionPipeline, LTX2Pipeline
 from peft import LoraConfig, get_peft_model_state_dict
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from ltxtrainer.config import config_from_dict
 from ltxtrainer.models import ltx2
 from ltxtrainer.models.folder import check_model_folder, detect_family
 from ltxtrainer.models.tiny_ltx2 import (
@@ -28,6 +29,16 @@ from ltxtrainer.models.tiny_ltx2 import (
     connectors_config,
     save_tiny_ltx2_model,
     transformer_config,
+)
+from ltxtrainer.precompute_ltx2 import ClipToEncode, precompute_ltx2_samples
+from ltxtrainer.training.trainer import run_training
+from tests.test_ltx2_training import (
+    CLIP_FRAMES,
+    SIZE,
+    VALIDATION_FRAMES,
+    run_config,
+    streams,
+    write_clip_with_sound,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -502,3 +513,57 @@ def test_comfyui_file_loads_in_ltx2_pipeline_with_every_key_and_the_trained_delt
 
     with pytest.raises(ltx2.LoraKeyError, match="proj_in"):
         ltx2.comfyui_state_dict({"proj_in.lora_A.weight": torch.zeros(4, 16)}, rank, alpha)
+
+
+# ---------------------------------------------------------------- LTX-2.5
+
+
+def test_ltx2_5_folder_from_make_tiny_models_precomputes_trains_and_validates_with_sound(tmp_path: Path) -> None:
+    """LTX-2.5 (Gemma 4 text encoder, duration head, bias-free feed-forwards, static prompt modulation)
+    from the command users run, through precompute, two int8 bf16 steps and step-0 validation."""
+    model = tmp_path / "我的 models" / "tiny-ltx2.5"
+    script = runpy.run_path(str(REPO_ROOT / "scripts" / "make_tiny_models.py"))
+    argv = sys.argv
+    sys.argv = ["make_tiny_models.py", "--family", "ltx2", "--version", "2.5", "--output", str(model)]
+    try:
+        assert script["main"]() == 0
+    finally:
+        sys.argv = argv
+    index = json.loads((model / "model_index.json").read_text(encoding="utf-8"))
+    assert index["text_encoder"][1] == "Gemma4UnifiedForConditionalGeneration"
+    assert index["duration_head"][1] == "LTX2DurationHead"
+    assert type(ltx2.load_component(model, "text_encoder")).__name__ == "Gemma4UnifiedForConditionalGeneration"
+
+    clip = write_clip_with_sound(tmp_path / "片段 clips" / "clip0.mp4", 0, 330.0)
+    data_root = tmp_path / "data"
+    precompute_ltx2_samples(
+        model, [ClipToEncode(clip, "APT a bright square moves", "clip0")], data_root / ".precomputed",
+        SIZE, SIZE, CLIP_FRAMES, with_audio=True,
+    )
+    output = tmp_path / "run"
+    data = run_config(model, data_root, output, with_audio=True, first_frame_p=0.5)
+    data["lora"]["target_modules"] = ltx2.lora_target_modules(feed_forward=True, audio=True, cross_modal=True)
+    data["optimization"]["steps"] = 2
+    data["validation"]["interval"] = 2
+    data["acceleration"]["quantization"] = "int8-quanto"  # as the LTX-2 24 GB template ships
+    result = run_training(config_from_dict(data))
+    assert result.final_step == 2
+    assert all(value.abs().sum() > 0 for key, value in load_file(str(result.lora_path)).items() if ".lora_B." in key)
+    frames, seconds = streams(next((output / "samples" / "step_000000").glob("*.mp4")))
+    assert frames == VALIDATION_FRAMES and seconds > 0.3
+
+
+def test_folder_check_names_ltx2_5_and_what_its_folder_lacks(tmp_path: Path) -> None:
+    model = save_tiny_ltx2_model(tmp_path / "tiny-ltx2.5", version="2.5")
+    assert check_model_folder(model).ok
+    download = Path(shutil.copytree(model, tmp_path / "LTX-2.5 下载"))
+    (download / "ltxtrainer_tiny.json").unlink()
+    assert check_model_folder(download).variant == "2.5"
+    shutil.rmtree(download / "duration_head")  # named in model_index.json, so the pipeline would load it
+    index = json.loads((download / "model_index.json").read_text(encoding="utf-8"))
+    index["text_encoder"][1] = "Gemma9ForConditionalGeneration"  # what an older transformers lacks
+    (download / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    problems = check_model_folder(download).problems
+    assert len(problems) == 2, problems
+    assert "missing subfolder duration_head/" in problems[1]
+    assert "Gemma9ForConditionalGeneration" in problems[0] and "pip install -U transformers" in problems[0]

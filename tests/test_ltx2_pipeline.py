@@ -129,11 +129,12 @@ def test_demo_family_ltx2_runs_every_stage_to_a_validation_video_with_sound_and_
     config = yaml.safe_load((run_dir / "training_config.yaml").read_text(encoding="utf-8"))
     assert config["acceleration"]["mixed_precision_mode"] == "bf16"
     assert config["acceleration"]["quantization"] == "int8-quanto"  # the 24 GB template as shipped
-    # The split writes picture-only scene clips, so the demo's run is video only, and says so
-    # consistently: the data key, the preprocess choice and the run config.
-    assert Path(config["data"]["preprocessed_data_root"]).name.endswith("_ltx2_v")
-    assert config["model"]["with_audio"] is False
-    assert not any("audio" in name for name in config["lora"]["target_modules"])
+    # The split keeps each scene's sound, so the demo's run trains both streams, and says so
+    # consistently: the data key, the audio latents, the run config and the LoRA targets.
+    data_dir = Path(config["data"]["preprocessed_data_root"])
+    assert data_dir.name.endswith("_ltx2_av") and any((data_dir / AUDIO_LATENTS_DIR).glob("*.pt"))
+    assert config["model"]["with_audio"] is True
+    assert any("audio" in name for name in config["lora"]["target_modules"])
     frames, seconds = streams(next((run_dir / "samples" / "step_000000").glob("*.mp4")))  # step-0 validation
     assert frames == 9 and seconds > 0.2
 

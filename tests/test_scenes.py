@@ -7,11 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+import torch
 
 from ltxtrainer import media, scenes
-from ltxtrainer.synthetic import SCENE_COLOURS, make_clip, write_unusable_files
+from ltxtrainer.models import ltx2
+from ltxtrainer.precompute_ltx2 import has_sound
+from ltxtrainer.synthetic import (
+    SCENE_COLOURS,
+    make_clip,
+    make_clip_with_sound,
+    scene_frames,
+    write_unusable_files,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "split_scenes.py"
 
@@ -188,6 +198,93 @@ def test_cli_splits_a_folder_with_spaces_and_chinese_names(tmp_path):
     summary = json.loads(result.stdout.splitlines()[-1])
     assert (summary["event"], summary["written"], summary["failed"]) == ("summary", 2, 4)
     assert "could not split" in result.stderr and "Traceback" not in result.stderr
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(samples))) * rate / len(samples))
+
+
+def test_cli_split_of_a_source_with_sound_gives_each_clip_its_own_scenes_sound(tmp_path):
+    fps, rate = 24.0, 24000
+    make_clip_with_sound(tmp_path / "有声 in" / "带声音 a.mp4", 64, 64, (20, 30, 25), fps, rate)  # tones 220, 440, 660 Hz
+    make_clip(tmp_path / "有声 in" / "silent.mp4", 64, 64, (20,))
+    result = run_cli(tmp_path / "有声 in", "--output-dir", tmp_path / "out", "--min-scene-len", "8")
+    assert result.returncode == 0, result.stderr
+    clips = sorted((tmp_path / "out").glob("带声音 a-Scene-*.mp4"))
+    assert frame_counts(clips) == [20, 30, 25]
+    for scene_index, (clip, num_frames) in enumerate(zip(clips, (20, 30, 25), strict=True)):
+        assert has_sound(clip)
+        with av.open(str(clip)) as container:
+            assert container.streams.audio[0].rate == rate and container.streams.audio[0].layout.name == "stereo"
+            sound = np.concatenate([frame.to_ndarray() for frame in container.decode(audio=0)], axis=1)[0]
+        assert abs(len(sound) / rate - num_frames / fps) <= 0.1, clip.name
+        # The scene's own tone from its first to its last tenth of a second: the sound is cut where the picture is.
+        tone = 220.0 * (scene_index + 1)
+        for window in (sound[: rate // 10], sound[-rate // 10 - 1024 : -1024]):
+            assert abs(dominant_hz(window, rate) - tone) < 20, (clip.name, dominant_hz(window, rate), tone)
+    assert not has_sound(tmp_path / "out" / "silent-Scene-001.mp4")  # no sound in, no sound out
+
+
+def write_source_with_sound(
+    path: Path, layout: str, rate: int, codec: str, tone_hz: float, sound_s: float | None = None
+) -> Path:
+    """Raw footage: two hard-cut scenes of 24 frames at 16 fps (64x64) with, on every channel, a sweep
+    rising from `tone_hz` by 200 Hz a second, so any shift in time changes the sound (`codec` aac, or
+    pcm_s16le in a .mkv for layouts AAC refuses, such as AC-3's "5.1(side)"); `sound_s` ends the sound
+    earlier than the picture."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = np.concatenate([scene_frames(64, 64, 24, scene) for scene in (0, 1)])
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=16)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream(codec, rate=rate, layout=layout)
+        for frame in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode(None))
+        samples = int((len(frames) / 16 if sound_s is None else sound_s) * rate)
+        channels = len(av.AudioLayout(layout).channels)
+        size = audio.codec_context.frame_size or 1024  # PCM has no frame size of its own
+        times = np.arange(samples) / rate
+        wave = np.tile(0.25 * np.sin(2 * np.pi * (tone_hz + 100.0 * times) * times), (channels, 1))
+        wave = np.pad(wave, ((0, 0), (0, -samples % size))).astype(np.float32)
+        sample_format = audio.codec_context.format.name
+        for start in range(0, wave.shape[1], size):
+            piece = wave[:, start : start + size]
+            if sample_format == "s16":  # PCM: interleaved 16-bit
+                piece = (piece.T.reshape(1, -1) * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format=sample_format, layout=layout)
+            frame.sample_rate, frame.pts = rate, start
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return path
+
+
+def test_a_split_5_1_side_track_reads_back_in_sync_as_the_same_stereo_mix_ltx2_trains_on(tmp_path) -> None:
+    """The second scene's clip, its 5.1(side) sound re-encoded as AAC 5.1, reads back as the same stereo mix
+    LTX-2 takes from the source over that scene's seconds: the sound starts at the scene's first frame."""
+    source = write_source_with_sound(tmp_path / "src.mkv", "5.1(side)", 48000, "pcm_s16le", 660.0)
+    split = run_cli(source, "--output-dir", tmp_path / "out", "--min-scene-len", "8")
+    assert split.returncode == 0, split.stderr[-2000:]
+    clip = tmp_path / "out" / "src-Scene-002.mp4"
+    duration = 24 / 16
+    from_source = ltx2.read_audio(source, 16000, 2, duration, duration)
+    from_clip = ltx2.read_audio(clip, 16000, 2, 0.0, duration)
+    middle = slice(1600, -1600)  # AAC's edges (priming, the last frame) aside
+    torch.testing.assert_close(from_clip[:, middle], from_source[:, middle], atol=0.02, rtol=0)
+
+
+def test_sound_that_ends_before_the_picture_leaves_the_later_scenes_silent_not_shorter(tmp_path) -> None:
+    source = write_source_with_sound(tmp_path / "short sound.mp4", "mono", 16000, "aac", 300.0, sound_s=1.0)
+    clips = scenes.split_scenes(source, tmp_path / "out", min_scene_len=8).written
+    assert frame_counts(clips) == [24, 24]
+    sounds = []
+    for clip in clips:
+        with av.open(str(clip)) as container:
+            sounds.append(np.concatenate([frame.to_ndarray() for frame in container.decode(audio=0)], axis=1)[0])
+    assert all(abs(len(sound) / 16000 - 1.5) <= 0.1 for sound in sounds)  # each as long as its scene
+    assert np.abs(sounds[0][1600:14400]).max() > 0.2 and np.abs(sounds[0][17600:24000]).max() < 0.02
+    assert np.abs(sounds[1]).max() < 0.02
 
 
 def test_cli_exit_codes_for_missing_and_wholly_unreadable_inputs(tmp_path):

@@ -53,6 +53,14 @@ LTX2_COMPONENTS: dict[str, tuple[str, str]] = {
 }
 FAMILY_COMPONENTS: dict[str, dict[str, tuple[str, str]]] = {"ltx_video": COMPONENTS, "ltx2": LTX2_COMPONENTS}
 
+# Parts an LTX-2 pipeline may name in model_index.json (LTX-2.5 ships a duration head and a prompt
+# enhancer). Training needs neither, but `LTX2Pipeline.from_pretrained` (validation) loads every part
+# the index names, so a named part that is missing is as fatal as a missing transformer.
+LTX2_OPTIONAL_COMPONENTS: dict[str, tuple[str, str]] = {
+    "duration_head": ("config.json", "diffusers"),
+    "prompt_enhancer": ("config.json", "transformers"),
+}
+
 
 class ModelFolderError(RuntimeError):
     """A model folder is missing or incomplete; the message lists every problem."""
@@ -183,9 +191,28 @@ def detect_family(model_index: dict | None) -> ModelFamily:
     return "ltx2" if class_name.startswith("LTX2") else "ltx_video"
 
 
-def detect_ltx2_variant(transformer_config: dict) -> str:
-    """'2.3' when the transformer has gated attention (to_gate_logits), else '2.0'."""
+def detect_ltx2_variant(transformer_config: dict, model_index: dict | None = None) -> str:
+    """'2.5' when the text encoder is a Gemma 4 (LTX-2.5's `Gemma4UnifiedForConditionalGeneration`),
+    else '2.3' when the transformer has gated attention (to_gate_logits), else '2.0'."""
+    text_encoder = (model_index or {}).get("text_encoder") or [None, None]
+    if str(text_encoder[1]).startswith("Gemma4"):
+        return "2.5"
     return "2.3" if transformer_config.get("gated_attn") else "2.0"
+
+
+def _check_text_encoder_class(model_index: dict | None, problems: list[str]) -> None:
+    """The installed transformers must have the text encoder class the folder names: an LTX-2.5
+    folder needs Gemma 4, which older transformers releases lack and would only fail on deep in loading."""
+    library, class_name = (model_index or {}).get("text_encoder") or [None, None]
+    if library != "transformers" or not class_name:
+        return
+    import transformers
+
+    if getattr(transformers, class_name, None) is None:
+        problems.append(
+            f"text_encoder is a {class_name}, which the installed transformers {transformers.__version__} "
+            "does not have; LTX-2.5 needs a transformers release with Gemma 4 (pip install -U transformers)"
+        )
 
 
 def check_model_folder(source: str | os.PathLike | None) -> ModelFolderReport:
@@ -197,7 +224,15 @@ def check_model_folder(source: str | os.PathLike | None) -> ModelFolderReport:
         return report
     model_index = _check_json(path / "model_index.json", report.problems, "model_index.json")
     report.family = detect_family(model_index)
-    for name, (config_name, kind) in FAMILY_COMPONENTS[report.family].items():
+    components = dict(FAMILY_COMPONENTS[report.family])
+    if report.family == "ltx2":
+        components |= {
+            name: spec
+            for name, spec in LTX2_OPTIONAL_COMPONENTS.items()
+            if ((model_index or {}).get(name) or [None])[0] is not None
+        }
+        _check_text_encoder_class(model_index, report.problems)
+    for name, (config_name, kind) in components.items():
         folder = path / name
         if not folder.is_dir():
             report.problems.append(f"missing subfolder {name}/: {folder}")
@@ -212,7 +247,9 @@ def check_model_folder(source: str | os.PathLike | None) -> ModelFolderReport:
         ):
             report.problems.append(f"missing tokenizer.json, tokenizer.model or spiece.model in {folder}")
         if name == "transformer" and config:
-            report.variant = detect_ltx2_variant(config) if report.family == "ltx2" else detect_variant(config)
+            report.variant = (
+                detect_ltx2_variant(config, model_index) if report.family == "ltx2" else detect_variant(config)
+            )
             if (path / "ltxtrainer_tiny.json").is_file():
                 report.variant = "tiny"
     return report

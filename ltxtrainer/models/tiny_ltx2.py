@@ -1,4 +1,4 @@
-"""Random tiny LTX-2 models (LTX-2 and LTX-2.3 layouts) in the real diffusers folder layout.
+"""Random tiny LTX-2 models (LTX-2, LTX-2.3 and LTX-2.5 layouts) in the real diffusers folder layout.
 
 No weights can be downloaded on test machines, so tests build these and load them through
 `LTX2Pipeline.from_pretrained`, exactly as the 19B/22B folders load. Only widths and depths
@@ -19,6 +19,13 @@ model), so the tiny one keeps that equality: 32 base channels, 2 latent channels
 `version="2.3"` builds the LTX-2.3 layout: gated attention (`to_gate_logits`) in the transformer
 and connectors, timestep-modulated prompt cross-attention, per-modality text projections in the
 connectors and no caption projection in the transformer.
+
+`version="2.5"` builds the LTX-2.5 layout as diffusers 0.42 loads it: the 2.3 transformer with
+bias-free video feed-forwards, a timestep-independent prompt modulation table
+(`use_prompt_adaln_single=False`) and the keyframe position embedding; a Gemma 4
+(`Gemma4UnifiedForConditionalGeneration`, text tower only) instead of Gemma 3; and the
+`duration_head` that predicts a clip length from the caption. The optional `prompt_enhancer`
+(a separate Gemma 4 chat model) is left out: neither training nor validation prompts use it.
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ from typing import Literal
 
 import torch
 
-LTX2Version = Literal["2.0", "2.3"]
-VERSIONS: tuple[str, ...] = ("2.0", "2.3")
+LTX2Version = Literal["2.0", "2.3", "2.5"]
+VERSIONS: tuple[str, ...] = ("2.0", "2.3", "2.5")
 
 TINY_VIDEO_LATENT_CHANNELS = 16
 TINY_AUDIO_LATENT_CHANNELS = 2
@@ -117,8 +124,10 @@ AUDIO_INNER_DIM = _AUDIO_HEADS * _AUDIO_HEAD_DIM
 
 
 def transformer_config(version: LTX2Version = "2.0") -> dict:
-    """The tiny transformer's config; 2.3 switches on gated attention and prompt modulation."""
-    lt23 = version == "2.3"
+    """The tiny transformer's config; 2.3 switches on gated attention and prompt modulation, 2.5
+    keeps those and adds its own switches (see the module docstring)."""
+    lt23 = version in ("2.3", "2.5")
+    lt25 = {"ff_bias": False, "use_prompt_adaln_single": False, "use_keyframes_abs_pos_embedding": True}
     return {
         "in_channels": TINY_VIDEO_LATENT_CHANNELS,
         "out_channels": TINY_VIDEO_LATENT_CHANNELS,
@@ -143,12 +152,13 @@ def transformer_config(version: LTX2Version = "2.0") -> dict:
         "num_layers": 2,
         "caption_channels": TINY_GEMMA_HIDDEN,
         "use_prompt_embeddings": not lt23,
+        **(lt25 if version == "2.5" else {}),
     }
 
 
 def connectors_config(version: LTX2Version = "2.0") -> dict:
-    """The tiny text connectors: 2.0 shares one projection; 2.3 projects per modality, gated."""
-    lt23 = version == "2.3"
+    """The tiny text connectors: 2.0 shares one projection; 2.3 and 2.5 project per modality, gated."""
+    lt23 = version in ("2.3", "2.5")
     if lt23:
         video_heads, video_dim, audio_heads, audio_dim = (
             _VIDEO_HEADS,
@@ -245,6 +255,41 @@ def build_gemma3(vocab_size: int):
     return Gemma3ForConditionalGeneration(config)
 
 
+def build_gemma4(vocab_size: int):
+    """A two-layer Gemma 4 text tower (LTX-2.5's encoder class, without its vision and audio towers,
+    which text encoding never runs): one sliding and one full attention layer, as Gemma 4 ends."""
+    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+    config = Gemma4UnifiedConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": TINY_GEMMA_HIDDEN,
+            "intermediate_size": 64,
+            "num_hidden_layers": TINY_GEMMA_LAYERS,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "global_head_dim": 16,
+            "sliding_window": 64,
+            "max_position_embeddings": 2048,
+        },
+        vision_config=None,
+        audio_config=None,
+    )
+    return Gemma4UnifiedForConditionalGeneration(config)
+
+
+# LTX-2.5's duration head reads the connector outputs; only its widths follow the tiny connectors.
+DURATION_HEAD_CONFIG = {
+    "video_cross_attention_dim": VIDEO_INNER_DIM,
+    "audio_cross_attention_dim": AUDIO_INNER_DIM,
+    "pooler_hidden_dim": 16,
+    "num_pooler_heads": 2,
+    "mlp_hidden_dim": 16,
+}
+
+
 def build_tiny_ltx2_components(version: LTX2Version = "2.0", seed: int = 0) -> dict:
     """Every component `LTX2Pipeline` takes, random and tiny (float32, CPU)."""
     from diffusers import (
@@ -253,7 +298,7 @@ def build_tiny_ltx2_components(version: LTX2Version = "2.0", seed: int = 0) -> d
         FlowMatchEulerDiscreteScheduler,
         LTX2VideoTransformer3DModel,
     )
-    from diffusers.pipelines.ltx2 import LTX2TextConnectors, LTX2Vocoder
+    from diffusers.pipelines.ltx2 import LTX2DurationHead, LTX2TextConnectors, LTX2Vocoder
 
     if version not in VERSIONS:
         raise ValueError(f"LTX-2 version must be one of {', '.join(VERSIONS)}, not {version!r}")
@@ -266,15 +311,18 @@ def build_tiny_ltx2_components(version: LTX2Version = "2.0", seed: int = 0) -> d
     audio_vae = AutoencoderKLLTX2Audio(**AUDIO_VAE_CONFIG)
     audio_vae.latents_mean.copy_(torch.linspace(-0.2, 0.2, TINY_AUDIO_BASE_CHANNELS))
     audio_vae.latents_std.copy_(torch.linspace(0.7, 1.3, TINY_AUDIO_BASE_CHANNELS))
+    lt25 = version == "2.5"
+    text_encoder = build_gemma4(len(tokenizer)) if lt25 else build_gemma3(len(tokenizer))
     return {
         "transformer": LTX2VideoTransformer3DModel(**transformer_config(version)).eval(),
         "vae": video_vae.eval(),
         "audio_vae": audio_vae.eval(),
         "vocoder": LTX2Vocoder(**VOCODER_CONFIG).eval(),
         "connectors": LTX2TextConnectors(**connectors_config(version)).eval(),
-        "text_encoder": build_gemma3(len(tokenizer)).eval(),
+        "text_encoder": text_encoder.eval(),
         "tokenizer": tokenizer,
         "scheduler": FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG),
+        **({"duration_head": LTX2DurationHead(**DURATION_HEAD_CONFIG).eval()} if lt25 else {}),
     }
 
 
