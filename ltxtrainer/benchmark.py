@@ -181,11 +181,17 @@ def trainer_config(options: BenchmarkOptions) -> TrainerConfig:
 # ---- memory measurement -------------------------------------------------------------------------
 
 def saved_activation_bytes(model: torch.nn.Module, inputs: dict) -> int:
-    """Bytes of the distinct tensors autograd keeps for backward in one forward, weights excluded.
+    """Bytes of the distinct tensors autograd keeps for backward in one forward `model(**inputs)`,
+    weights excluded.
 
     This is what calibrated ltxtrainer.memory's activation constants; tests use it to check the
     estimate still matches the installed diffusers and torch.
     """
+    return saved_bytes_during(model, lambda: model(**inputs))
+
+
+def saved_bytes_during(model: torch.nn.Module, forward: Callable[[], object]) -> int:
+    """`saved_activation_bytes` of any forward of `model` (e.g. `ltx2.predict` as the trainer calls it)."""
     weights = set()
     for parameter in model.parameters():
         try:
@@ -205,7 +211,7 @@ def saved_activation_bytes(model: torch.nn.Module, inputs: dict) -> int:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(**inputs)
+        forward()
     return sum(kept.values())
 
 
