@@ -9,8 +9,10 @@ tensors instead; the RSS comparison on the 2B shape is in docs/benchmarks.md (to
 from __future__ import annotations
 
 import fnmatch
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -464,3 +466,18 @@ def test_the_ltx2_restatements_agree_with_the_torch_modules():
     assert memory.LTX2_TEXT_TOKENS == ltx2.TEXT_MAX_SEQUENCE_LENGTH
     assert {k: v for k, v in MODEL_SHAPES["tiny-ltx2"].items() if k != "_class_name"} == tiny_ltx2.transformer_config()
     assert memory.ltx2_audio_tokens(49, True) == ltx2.audio_latent_frames(tiny_ltx2.AUDIO_VAE_CONFIG, 49 / memory.LTX2_FPS)
+
+
+@pytest.mark.parametrize(("template", "card_gib"), [("ltx2_lora_32gb_template.yaml", 32), ("ltx2_lora_80gb_template.yaml", 80)])
+def test_ltx2_templates_fit_their_card_with_the_figures_their_comments_state(template, card_gib):
+    """Each template's opening comment states the estimate at its size for LTX-2 and 2.3; both stay
+    true and fit the card comfortably (validation on: the pipeline fills the prompts)."""
+    path = Path(__file__).resolve().parents[1] / "configs" / template
+    config = load_config(path)
+    setup = replace(TrainingSetup.from_config(config), validation_videos=True)
+    comment = path.read_text(encoding="utf-8")
+    for variant, label in (("ltx2", "LTX-2  "), ("ltx2.3", "LTX-2.3")):
+        need = estimate(setup, *config.validation.video_dims, variant).total_bytes
+        stated = float(re.search(rf"#   {re.escape(label)} ([0-9.]+) GB", comment).group(1))
+        assert stated == pytest.approx(need / GB, abs=0.05), variant
+        assert judge(need, card_gib * 1024**3) == "fits"
