@@ -12,19 +12,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from ltxtrainer.config import config_from_dict
+from ltxtrainer.config import ConfigError, config_from_dict
 from ltxtrainer.data import DatasetError
 from ltxtrainer.media import read_frames, resize_and_crop, write_video
 from ltxtrainer.models import ltx2
 from ltxtrainer.models.tiny_ltx2 import VOCODER_SAMPLE_RATE, save_tiny_ltx2_model
 from ltxtrainer.precompute_ltx2 import ClipToEncode, precompute_ltx2_samples
 from ltxtrainer.synthetic import scene_frames
-from ltxtrainer.training.validation_ltx2 import write_video_with_audio
+from ltxtrainer.training.validation_ltx2 import LTX2Validation, load_reference_videos, write_video_with_audio
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "configs" / "ltx2_lora_24gb_template.yaml"
@@ -213,3 +214,32 @@ def test_a_sample_without_reference_or_with_another_factor_is_refused_at_start(t
     (data / ".precomputed" / HALF_DIR / "clip1.pt").unlink()
     with pytest.raises(DatasetError, match=r"1 of 2 samples .*clip1\.pt.*--reference-dir"):
         ltx2.open_dataset(config_from_dict(ic_config(tiny_ltx2_dir, data, tmp_path)), transformer)
+
+
+def test_validation_references_must_match_the_prompts_and_exist(ic_dataset, tmp_path) -> None:
+    reference = str(ic_dataset / "references" / "clip0_reference.mp4")
+    with pytest.raises(ConfigError, match=r"validation.reference_videos needs one video per validation prompt \(2\)"):
+        load_reference_videos([reference], ["one", "two"], SIZE, SIZE, VALIDATION_FRAMES)
+    with pytest.raises(ConfigError, match=r"validation.reference_videos\[1\].*missing\.mp4"):
+        load_reference_videos([reference, str(tmp_path / "missing.mp4")], ["one", "two"], SIZE, SIZE, 9)
+    (frames,) = load_reference_videos([reference], ["one"], SIZE, SIZE, VALIDATION_FRAMES)
+    assert frames.shape == (VALIDATION_FRAMES, SIZE, SIZE, 3)
+
+
+def test_validation_samples_with_the_reference_at_its_factor_and_saves_reference_beside_result(
+    tiny_ltx2_dir, ic_dataset, tmp_path
+) -> None:
+    config = config_from_dict(ic_config(tiny_ltx2_dir, ic_dataset, tmp_path, factor=2))
+    config.validation.frame_rate = CLIP_FPS
+    renderer = LTX2Validation(tiny_ltx2_dir, config, torch.device("cpu"), torch.float32)
+    transformer = ltx2.load_transformer(tiny_ltx2_dir)
+    recorder = CallRecorder(transformer)
+    (video,) = renderer.render(transformer, tmp_path / "samples")
+    # 2 latent frames of 2x2 generated tokens, then the reference's 2 frames of 1x1 (64/2 pixels).
+    assert {call["hidden_states"].shape[1] for call in recorder.calls} == {2 * 2 * 2 + 2}
+    frames = read_frames(video)
+    assert frames.shape == (VALIDATION_FRAMES, SIZE, 2 * SIZE, 3)
+    reference = renderer.references[0]
+    assert np.abs(frames[:, :, :SIZE].astype(int) - reference.astype(int)).mean() < 8  # H.264 round trip
+    with av.open(str(video)) as container:
+        assert len(container.streams.audio) == 1
