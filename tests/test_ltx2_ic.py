@@ -9,6 +9,7 @@ LTX-2 pipelines read it. Everything runs on the tiny LTX-2 model, from the shipp
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
 
+from ltxtrainer import export
 from ltxtrainer.config import ConfigError, config_from_dict
 from ltxtrainer.data import DatasetError
 from ltxtrainer.media import read_frames, resize_and_crop, write_video
@@ -25,6 +28,8 @@ from ltxtrainer.models import ltx2
 from ltxtrainer.models.tiny_ltx2 import VOCODER_SAMPLE_RATE, save_tiny_ltx2_model
 from ltxtrainer.precompute_ltx2 import ClipToEncode, precompute_ltx2_samples
 from ltxtrainer.synthetic import scene_frames
+from ltxtrainer.training import checkpoints
+from ltxtrainer.training.trainer import run_training
 from ltxtrainer.training.validation_ltx2 import LTX2Validation, load_reference_videos, write_video_with_audio
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,3 +248,31 @@ def test_validation_samples_with_the_reference_at_its_factor_and_saves_reference
     assert np.abs(frames[:, :, :SIZE].astype(int) - reference.astype(int)).mean() < 8  # H.264 round trip
     with av.open(str(video)) as container:
         assert len(container.streams.audio) == 1
+
+
+def lora_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
+
+
+@pytest.mark.parametrize("with_audio", [False, True], ids=["video only", "joint"])
+def test_ic_lora_trains_from_the_ltx2_template_and_its_files_record_the_reference_factor(
+    tiny_ltx2_dir, ic_dataset, tmp_path, with_audio
+) -> None:
+    output = tmp_path / "运行 ic"
+    config = ic_config(tiny_ltx2_dir, ic_dataset, output, factor=2, with_audio=with_audio)
+    result = run_training(config_from_dict(copy.deepcopy(config)))
+    assert result.final_step == STEPS
+    assert [step for step, _ in checkpoints.list_checkpoints(output)] == [2, STEPS]
+    for step in (0, STEPS):
+        (video,) = sorted((output / "samples" / f"step_{step:06d}").glob("*.mp4"))
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            assert (stream.width, stream.height) == (2 * SIZE, SIZE)  # reference | result
+            assert len(container.streams.audio) == 1
+
+    assert lora_metadata(result.lora_path)[export.REFERENCE_DOWNSCALE_METADATA_KEY] == "2"
+    comfy = export.to_comfyui(result.lora_path)
+    assert lora_metadata(comfy)[export.REFERENCE_DOWNSCALE_METADATA_KEY] == "2"
+    back = export.to_diffusers(comfy, tmp_path / "back.safetensors")
+    assert lora_metadata(back)[export.REFERENCE_DOWNSCALE_METADATA_KEY] == "2"
