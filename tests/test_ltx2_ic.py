@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from diffusers import LTX2InContextPipeline
+from diffusers.pipelines.ltx2 import LTX2ReferenceCondition
+from peft import get_peft_model_state_dict
+from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from ltxtrainer import export
 from ltxtrainer.config import ConfigError, config_from_dict
@@ -234,20 +239,27 @@ def test_validation_references_must_match_the_prompts_and_exist(ic_dataset, tmp_
 def test_validation_samples_with_the_reference_at_its_factor_and_saves_reference_beside_result(
     tiny_ltx2_dir, ic_dataset, tmp_path
 ) -> None:
-    config = config_from_dict(ic_config(tiny_ltx2_dir, ic_dataset, tmp_path, factor=2))
-    config.validation.frame_rate = CLIP_FPS
+    image = tmp_path / "第一帧 first.png"
+    Image.fromarray(scene_frames(SIZE, SIZE, 1, 1)[0]).save(image)
+    references = [str(ic_dataset / "references" / f"clip{index}_reference.mp4") for index in range(2)]
+    config = config_from_dict(ic_config(
+        tiny_ltx2_dir, ic_dataset, tmp_path, factor=2,
+        validation={"prompts": [CAPTION, f"{CAPTION} from this image"], "images": [None, str(image)],
+                    "reference_videos": references, "frame_rate": CLIP_FPS},
+    ))
     renderer = LTX2Validation(tiny_ltx2_dir, config, torch.device("cpu"), torch.float32)
     transformer = ltx2.load_transformer(tiny_ltx2_dir)
     recorder = CallRecorder(transformer)
-    (video,) = renderer.render(transformer, tmp_path / "samples")
+    videos = renderer.render(transformer, tmp_path / "samples")
+    assert len(videos) == 2
     # 2 latent frames of 2x2 generated tokens, then the reference's 2 frames of 1x1 (64/2 pixels).
     assert {call["hidden_states"].shape[1] for call in recorder.calls} == {2 * 2 * 2 + 2}
-    frames = read_frames(video)
-    assert frames.shape == (VALIDATION_FRAMES, SIZE, 2 * SIZE, 3)
-    reference = renderer.references[0]
-    assert np.abs(frames[:, :, :SIZE].astype(int) - reference.astype(int)).mean() < 8  # H.264 round trip
-    with av.open(str(video)) as container:
-        assert len(container.streams.audio) == 1
+    for video, reference in zip(videos, renderer.references, strict=True):
+        frames = read_frames(video)
+        assert frames.shape == (VALIDATION_FRAMES, SIZE, 2 * SIZE, 3)
+        assert np.abs(frames[:, :, :SIZE].astype(int) - reference.astype(int)).mean() < 8  # H.264 round trip
+        with av.open(str(video)) as container:
+            assert len(container.streams.audio) == 1
 
 
 def lora_metadata(path: Path) -> dict[str, str]:
@@ -263,6 +275,7 @@ def test_ic_lora_trains_from_the_ltx2_template_and_its_files_record_the_referenc
     config = ic_config(tiny_ltx2_dir, ic_dataset, output, factor=2, with_audio=with_audio)
     result = run_training(config_from_dict(copy.deepcopy(config)))
     assert result.final_step == STEPS
+    uninterrupted = load_file(str(result.lora_path))
     assert [step for step, _ in checkpoints.list_checkpoints(output)] == [2, STEPS]
     for step in (0, STEPS):
         (video,) = sorted((output / "samples" / f"step_{step:06d}").glob("*.mp4"))
@@ -276,3 +289,27 @@ def test_ic_lora_trains_from_the_ltx2_template_and_its_files_record_the_referenc
     assert lora_metadata(comfy)[export.REFERENCE_DOWNSCALE_METADATA_KEY] == "2"
     back = export.to_diffusers(comfy, tmp_path / "back.safetensors")
     assert lora_metadata(back)[export.REFERENCE_DOWNSCALE_METADATA_KEY] == "2"
+
+    # The user's inference: the ComfyUI file in diffusers' in-context pipeline, at the factor it records.
+    pipeline = LTX2InContextPipeline.from_pretrained(tiny_ltx2_dir)
+    pipeline.load_lora_weights(str(comfy), adapter_name="ic")
+    assert set(get_peft_model_state_dict(pipeline.transformer, adapter_name="ic")) == {
+        key.removeprefix("transformer.") for key in uninterrupted
+    }
+    reference = read_frames(ic_dataset / "references" / "clip1_reference.mp4", count=VALIDATION_FRAMES)
+    video, _ = pipeline(
+        prompt=CAPTION, reference_conditions=[LTX2ReferenceCondition(frames=[Image.fromarray(f) for f in reference])],
+        reference_downscale_factor=int(lora_metadata(comfy)[export.REFERENCE_DOWNSCALE_METADATA_KEY]),
+        width=SIZE, height=SIZE, num_frames=VALIDATION_FRAMES, frame_rate=CLIP_FPS, num_inference_steps=2,
+        output_type="np", return_dict=False,
+    )
+    assert video.shape == (1, VALIDATION_FRAMES, SIZE, SIZE, 3)
+
+    # A run that died during its last step resumes from the step-2 checkpoint to the same adapter.
+    shutil.rmtree(checkpoints.checkpoint_dir(output, STEPS))
+    result.lora_path.unlink()
+    resumed = run_training(config_from_dict(copy.deepcopy(config)), resume=True)
+    after_resume = load_file(str(resumed.lora_path))
+    assert after_resume.keys() == uninterrupted.keys()
+    for key, value in uninterrupted.items():
+        assert torch.equal(after_resume[key], value), key
