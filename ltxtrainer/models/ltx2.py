@@ -407,8 +407,8 @@ class LTX2StepInputs:
     sigmas: torch.Tensor  # [B]
     noisy_video: torch.Tensor  # [B, tokens (+ reference tokens), C]
     video_timesteps: torch.Tensor  # [B], or [B, tokens (+ reference tokens)] with first-frame or reference conditioning
-    video_target: torch.Tensor
-    video_loss_mask: torch.Tensor  # [B, tokens]
+    video_target: torch.Tensor  # like noisy_video; zeros at the reference's tokens
+    video_loss_mask: torch.Tensor  # [B, tokens (+ reference tokens)], False where clean
     noisy_audio: torch.Tensor | None  # [B, L, C*M]; None for video-only
     audio_target: torch.Tensor | None
 
@@ -438,7 +438,7 @@ def flow_matching_inputs(
         loss_mask[:, :first] = False
     noisy_video = (1.0 - token_sigmas[..., None]) * video + token_sigmas[..., None] * video_noise
     # Timesteps are sigma x 1000 as the pipeline passes scheduler timesteps; per token only when
-    # the first frame is conditioned (per-sample values keep the adaptive norms at [B, 1, ...]).
+    # some tokens are clean (per-sample values keep the adaptive norms at [B, 1, ...]).
     per_token = condition_first_frame or sample.reference_latents is not None
     video_timesteps = token_sigmas * 1000.0 if per_token else sigmas.to(video.device) * 1000.0
     video_target = video_noise - video
