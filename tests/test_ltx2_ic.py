@@ -35,7 +35,12 @@ from ltxtrainer.precompute_ltx2 import ClipToEncode, precompute_ltx2_samples
 from ltxtrainer.synthetic import scene_frames
 from ltxtrainer.training import checkpoints
 from ltxtrainer.training.trainer import run_training
-from ltxtrainer.training.validation_ltx2 import LTX2Validation, load_reference_videos, write_video_with_audio
+from ltxtrainer.training.validation_ltx2 import (
+    LTX2Validation,
+    check_reference_size,
+    load_reference_videos,
+    write_video_with_audio,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "configs" / "ltx2_lora_24gb_template.yaml"
@@ -234,6 +239,9 @@ def test_validation_references_must_match_the_prompts_and_exist(ic_dataset, tmp_
         load_reference_videos([reference, str(tmp_path / "missing.mp4")], ["one", "two"], SIZE, SIZE, 9)
     (frames,) = load_reference_videos([reference], ["one"], SIZE, SIZE, VALIDATION_FRAMES)
     assert frames.shape == (VALIDATION_FRAMES, SIZE, SIZE, 3)
+    check_reference_size(768, 512, 4)  # 192x128
+    with pytest.raises(ConfigError, match=r"704x480 .*factor 2.*352x240.*multiples of 64"):
+        check_reference_size(704, 480, 2)
 
 
 def test_validation_samples_with_the_reference_at_its_factor_and_saves_reference_beside_result(

@@ -28,6 +28,8 @@ from ltxtrainer.training.validation import load_first_frame
 
 AUDIO_CODEC = "aac"
 AUDIO_BITRATE = 128_000
+# Pixels per latent cell of every LTX VAE (config.py checks video_dims against the same grid).
+VAE_PIXEL_GRID = 32
 
 
 class LTX2Validation:
@@ -42,11 +44,12 @@ class LTX2Validation:
         self.components: dict | None = None
         conditioning = ltx2.reference_conditioning(config)
         self.reference_downscale_factor = conditioning.reference_downscale_factor if conditioning else 1
-        self.references = (
-            load_reference_videos(config.validation.reference_videos, config.validation.prompts,
-                                  *config.validation.video_dims)
-            if conditioning else None
-        )
+        self.references = None
+        if conditioning:
+            check_reference_size(*config.validation.video_dims[:2], self.reference_downscale_factor)
+            self.references = load_reference_videos(
+                config.validation.reference_videos, config.validation.prompts, *config.validation.video_dims
+            )
 
     def _load_components(self) -> dict:
         if self.components is None:
@@ -129,6 +132,17 @@ class LTX2Validation:
                 components[name].to("cpu")
             transformer.train(was_training)
         return written
+
+
+def check_reference_size(width: int, height: int, factor: int) -> None:
+    """The validation reference is encoded at W/N x H/N: that must lie on the VAE's grid, or its
+    latents would cover less than the target and every position would be off."""
+    if width % (VAE_PIXEL_GRID * factor) or height % (VAE_PIXEL_GRID * factor):
+        raise ConfigError(
+            f"validation.video_dims {width}x{height} with conditioning.reference_downscale_factor {factor}: the "
+            f"reference would be encoded at {width / factor:g}x{height / factor:g}, off the VAE's "
+            f"{VAE_PIXEL_GRID}-pixel grid. Use a width and height that are multiples of {VAE_PIXEL_GRID * factor}."
+        )
 
 
 def load_reference_videos(
