@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ltxtrainer.config import REFERENCE_LATENTS_DIR, ConfigError, TrainerConfig, config_from_dict
-from ltxtrainer.dataset_key import all_have_sound, find_media
+from ltxtrainer.dataset_key import all_have_sound
 from ltxtrainer.pipeline.project import ProjectPaths, reference_folder
 from ltxtrainer.pipeline.request import (
     CONFIGS_DIR,
@@ -82,12 +82,19 @@ def first_captions(scenes_dir: Path, count: int) -> list[str]:
     return [caption for _, caption in first_caption_entries(scenes_dir, count)]
 
 
+def reference_clips(paths: ProjectPaths) -> list[Path]:
+    """The scene clips that take a reference: the videos (an image has no motion to guide)."""
+    from ltxtrainer.media import find_videos
+
+    return find_videos(paths.scenes_dir) if paths.scenes_dir.is_dir() else []
+
+
 def missing_references(options: PipelineOptions, paths: ProjectPaths) -> list[str]:
     """The scene clips (relative names) that have no reference video in this request's reference folder."""
     from ltxtrainer.reference import find_reference
 
     folder = reference_folder(options, paths)
-    clips = [clip.relative_to(paths.scenes_dir) for clip in find_media(paths.scenes_dir)] if paths.scenes_dir.is_dir() else []
+    clips = [clip.relative_to(paths.scenes_dir) for clip in reference_clips(paths)]
     return [clip.as_posix() for clip in clips if find_reference(clip, folder) is None]
 
 
@@ -97,7 +104,7 @@ def missing_references_message(options: PipelineOptions, paths: ProjectPaths) ->
     missing = missing_references(options, paths)
     if not missing:
         return None
-    total = len(find_media(paths.scenes_dir))
+    total = len(reference_clips(paths))
     shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
     return (
         f"{len(missing)} of {total} clips have no reference video in {reference_folder(options, paths)} "

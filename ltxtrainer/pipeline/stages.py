@@ -16,7 +16,12 @@ from ltxtrainer.config import REFERENCE_LATENTS_DIR, TrainerConfig
 from ltxtrainer.dataset_key import file_stamps, find_media
 from ltxtrainer.pipeline.project import ProjectPaths, reference_folder
 from ltxtrainer.pipeline.request import CAPTIONERS, REFERENCE_FOLDER, PipelineOptions
-from ltxtrainer.pipeline.run_config import audio_choice, first_captions, missing_references_message
+from ltxtrainer.pipeline.run_config import (
+    audio_choice,
+    first_captions,
+    missing_references_message,
+    reference_clips,
+)
 
 
 @dataclass
@@ -78,9 +83,9 @@ def caption_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
 def reference_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
     """Compute the clips' references into `datasets/<project>/references_<kind>/`, or (kind folder)
     check that the user's folder has one for every clip and name the clips that lack one."""
-    clips = media_files(paths.scenes_dir)
+    clips = reference_clips(paths)
     if not clips:
-        return Plan(refusal=f"No clips in {paths.scenes_dir} to make references for: run the split step first.")
+        return Plan(refusal=f"No video clips in {paths.scenes_dir} to make references for: run the split step first.")
     stamps = file_stamps(paths.scenes_dir, clips)
     folder = reference_folder(options, paths)
     if options.kind != REFERENCE_FOLDER:
