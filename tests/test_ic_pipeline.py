@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,77 @@ def test_more_validation_prompts_than_clips_to_take_references_from_is_refused(t
                           overrides={"validation.prompts": ["APT one", "APT two", "APT three", "APT four"]})
     with pytest.raises(PipelineError, match="gives 4 prompts but the dataset has 3 captioned clips"):
         build_training_config(options, project_paths(options), tmp_path / "data")
+
+
+IC_STAGES = ["split", "caption", "reference", "preprocess", "train", "export"]
+
+
+def run_ic_demo(root: Path, family: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "run_pipeline.py"), "--demo", "--family", family,
+         "--conditioning", "reference_video", "--output-dir", str(root)],
+        env=ENV, cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=600,
+    )
+
+
+@pytest.mark.parametrize("family", [
+    pytest.param("ltx_video", marks=pytest.mark.skip(
+        reason="needs ic09: 0.9 IC training on reference_latents and the side-by-side validation mp4")),
+    pytest.param("ltx2", marks=pytest.mark.skip(
+        reason="needs icdata: preprocess --reference-dir for LTX-2 models (reference_latents/ of LTX-2)")),
+])
+def test_ic_demo_goes_from_raw_videos_to_an_ic_lora_with_side_by_side_samples(tmp_path, tiny_model_dir, family):
+    """`run_pipeline.py --demo --conditioning reference_video`: Canny references of every scene, their
+    latents beside the clips', an IC run (the shipped template's bf16 and step-0 validation) whose
+    samples show reference | result, and a ComfyUI file; run again, every stage is found done."""
+    import torch
+    from safetensors import safe_open
+
+    from ltxtrainer.config import load_config
+    from ltxtrainer.media import find_videos, probe_video
+    from ltxtrainer.reference import find_reference
+
+    root = tmp_path / "演示 IC demo"
+    if family == "ltx_video":
+        shutil.copytree(tiny_model_dir, root / "models" / "tiny-ltxv")  # the demo keeps a complete folder
+    done = run_ic_demo(root, family)
+    assert done.returncode == EXIT_OK, done.stderr[-3000:]
+    events = pipeline_events(done.stdout)
+    assert next(e for e in events if e["event"] == "pipeline_start")["stages"] == IC_STAGES
+    end = events[-1]
+    assert end["event"] == "pipeline_end" and end["status"] == "finished"
+    run_dir = Path(end["run_dir"])
+    status = json.loads((run_dir / "pipeline_status.json").read_text(encoding="utf-8"))
+    assert [status["stages"][stage]["status"] for stage in IC_STAGES] == ["done"] * 6
+
+    scenes = root / "datasets" / "APT" / "scenes"
+    references = root / "datasets" / "APT" / "references_canny"
+    data_dir = Path(status["precomputed_dir"])
+    assert data_dir.name.endswith("_ref-canny") and data_dir.parent == scenes / ".precomputed"
+    clips = find_videos(scenes)
+    assert len(clips) >= 4
+    for clip in clips:
+        relative = clip.relative_to(scenes)
+        reference = find_reference(relative, references)
+        assert reference is not None and probe_video(reference).num_frames == probe_video(clip).num_frames
+        target = torch.load(data_dir / "latents" / relative.with_suffix(".pt"), weights_only=True)
+        reference_latents = torch.load(data_dir / "reference_latents" / relative.with_suffix(".pt"), weights_only=True)
+        assert set(reference_latents) == set(target)  # the latents layout, so both trainers read it
+        assert reference_latents["latents"].shape == target["latents"].shape  # full size: factor 1
+        assert not torch.equal(reference_latents["latents"], target["latents"])
+
+    config = load_config(run_dir / "training_config.yaml")
+    assert config.acceleration.mixed_precision_mode == "bf16" and not config.validation.skip_initial_validation
+    assert config.conditioning.mode == "reference_video"
+    assert len(config.validation.reference_videos) == len(config.validation.prompts) == 2
+    assert all(Path(path).is_file() and Path(path).parent == references for path in config.validation.reference_videos)
+    sample = sorted((run_dir / "samples" / "step_000000").glob("*.mp4"))[0]  # before the first step
+    info = probe_video(sample)
+    assert (info.width, info.height, info.num_frames) == (2 * 64, 64, 9)  # reference | result
+    with safe_open(str(end["comfyui_lora"]), framework="pt") as comfy:
+        assert all(key.startswith("diffusion_model.transformer_blocks.") for key in comfy.keys())
+
+    again = run_ic_demo(root, family)
+    assert again.returncode == EXIT_OK, again.stderr[-3000:]
+    states = {e["stage"]: e["status"] for e in pipeline_events(again.stdout) if e["event"] == "pipeline"}
+    assert states == dict.fromkeys(IC_STAGES, "skipped")

@@ -178,7 +178,8 @@ class _PipelineRun:
             plan = preprocess_plan(options, paths, self.model, self.data_key)
             old = self.records.done("preprocess", self.data_key)
             data_dir = self._data_dir()
-            if old and old["fingerprint"] == plan.fingerprint and outputs_present("preprocess", paths, data_dir):
+            made = outputs_present("preprocess", paths, data_dir, with_references=options.reference_video)
+            if old and old["fingerprint"] == plan.fingerprint and made:
                 self._skip(stage, f"already done at {old['done_at']} into {data_dir.name}; its inputs have not changed",
                            plan.fingerprint, old["done_at"], self._artefacts(stage),
                            code="already_done_into", values={"data": data_dir.name})

@@ -160,15 +160,18 @@ def stage_artefacts(stage: str, paths: ProjectPaths, data_dir: Path | None = Non
     return {"comfyui_lora": str(paths.comfy_file) if paths.comfy_file.is_file() else None}
 
 
-def outputs_present(stage: str, paths: ProjectPaths, data_dir: Path | None = None) -> bool:
-    """A stage counts as done only while what it made is still there."""
+def outputs_present(stage: str, paths: ProjectPaths, data_dir: Path | None = None,
+                    with_references: bool = False) -> bool:
+    """A stage counts as done only while what it made is still there (IC-LoRA data: its reference latents too)."""
     if stage == "split":
         return bool(media_files(paths.scenes_dir))
     if stage == "caption":
         clips = media_files(paths.scenes_dir)
         return (paths.scenes_dir / "captions.json").is_file() and all(c.with_suffix(".txt").is_file() for c in clips)
     if stage == "preprocess":
-        return data_dir is not None and (Path(data_dir) / "manifest.json").is_file()
+        if data_dir is None or not (Path(data_dir) / "manifest.json").is_file():
+            return False
+        return not with_references or (Path(data_dir) / REFERENCE_LATENTS_DIR).is_dir()
     return paths.comfy_file.is_file()
 
 
