@@ -16,9 +16,9 @@ import pytest
 from ltxtrainer.dataset_key import data_key
 from ltxtrainer.pipeline import EXIT_OK, EXIT_USAGE, PipelineError, PipelineOptions, run_pipeline
 from ltxtrainer.pipeline.project import project_paths
-from ltxtrainer.pipeline.request import check_request, requested_stages
+from ltxtrainer.pipeline.request import check_conditioning_family, check_request, requested_stages
 from ltxtrainer.pipeline.run_choice import current_data_key
-from ltxtrainer.pipeline.run_config import build_training_config
+from ltxtrainer.pipeline.run_config import build_training_config, model_family
 from ltxtrainer.pipeline.stages import preprocess_plan
 from ltxtrainer.synthetic import make_clip
 
@@ -71,6 +71,8 @@ def pipeline_events(text: str) -> list[dict]:
     ({"conditioning": "reference_video", "reference_kind": "folder"}, ["--reference-kind folder needs --reference-dir"]),
     ({"conditioning": "reference_video", "reference_dir": Path("refs")}, ["--reference-dir is refused with --reference-kind canny"]),
     ({"conditioning": "reference_video", "reference_downscale": 3}, ["--reference-downscale 3", "1, 2, 4"]),
+    ({"conditioning": "reference_video", "reference_downscale": 2, "width": 704, "height": 480},
+     ["--resolution 704x480 with --reference-downscale 2", "352x240", "multiples of 64"]),
     ({"reference_kind": "canny"}, ["--reference-kind is refused without --conditioning reference_video"]),
     ({"reference_dir": Path("refs"), "reference_downscale": 2},
      ["--reference-dir, --reference-downscale is refused without --conditioning reference_video"]),
@@ -170,6 +172,25 @@ def test_preprocess_reads_the_computed_or_the_users_references(tmp_path, tiny_mo
         assert "--reference-downscale" not in arguments  # 0.9: references at the target's size
     plain = options_for(tmp_path, tiny_model_dir)
     assert "--reference-dir" not in preprocess_plan(plain, project_paths(plain), str(tiny_model_dir), "KEY").arguments
+
+
+def test_ltx2_references_at_a_downscale_reach_preprocess_and_the_run_config(tmp_path):
+    """LTX-2 only: the references are encoded at 1/N of the clips' size; preprocess and the trainer
+    (which records N in the LoRA file) must agree on N."""
+    write_scenes(tmp_path)
+    model = tmp_path / "LTX-2 model"  # only its family is read here: the LTX-2 pipeline class
+    model.mkdir()
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "LTX2Pipeline"}), encoding="utf-8")
+    options = options_for(tmp_path, model, config_template="ltx2", conditioning="reference_video",
+                          reference_downscale=2)
+    check_request(options)
+    check_conditioning_family(options, model_family(str(model)))
+    arguments = preprocess_plan(options, project_paths(options), str(model), "KEY").arguments
+    assert arguments[arguments.index("--reference-downscale") + 1] == "2"
+    config = build_training_config(options, project_paths(options), tmp_path / "data")
+    assert config.conditioning.reference_downscale_factor == 2
+    with pytest.raises(PipelineError, match="--reference-downscale 2 is refused for this LTX-Video 0.9 model"):
+        check_conditioning_family(options, "ltx_video")
 
 
 def test_ic_run_config_trains_on_reference_latents_and_validates_the_first_captions_on_their_references(

@@ -224,6 +224,14 @@ def check_conditioning(options: PipelineOptions) -> None:
             f"--reference-downscale {options.reference_downscale} is refused: choose one of "
             f"{', '.join(map(str, REFERENCE_DOWNSCALES))}."
         )
+    grid = 32 * options.reference_downscale  # the VAE's 32-pixel cells, at 1/N of the clips' size
+    if options.width % grid or options.height % grid:
+        raise PipelineError(
+            f"--resolution {options.width}x{options.height} with --reference-downscale {options.reference_downscale} "
+            f"is refused: the references would be encoded at {options.width / options.reference_downscale:g}x"
+            f"{options.height / options.reference_downscale:g}, off the VAE's 32-pixel grid. Use a width and height "
+            f"that are multiples of {grid}, or a smaller --reference-downscale."
+        )
     if options.resume:
         raise PipelineError(
             "--resume continues a run with its own settings, conditioning included; leave out --conditioning "
