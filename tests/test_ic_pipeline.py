@@ -225,9 +225,11 @@ def test_ic_run_config_trains_on_reference_latents_and_validates_the_first_capti
 
 
 def test_more_validation_prompts_than_clips_to_take_references_from_is_refused(tmp_path, tiny_model_dir):
-    write_scenes(tmp_path)
     options = options_for(tmp_path, tiny_model_dir, conditioning="reference_video",
                           overrides={"validation.prompts": ["APT one", "APT two", "APT three", "APT four"]})
+    # a new project: nothing is split or captioned yet, so the request goes on (train builds the config again)
+    assert build_training_config(options, project_paths(options), tmp_path / "data").validation.reference_videos is None
+    write_scenes(tmp_path)
     with pytest.raises(PipelineError, match="gives 4 prompts but the dataset has 3 captioned clips"):
         build_training_config(options, project_paths(options), tmp_path / "data")
 

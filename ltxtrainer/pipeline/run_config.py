@@ -143,9 +143,9 @@ def _validation_prompts_and_references(options: PipelineOptions, paths: ProjectP
     count = len(template_prompts) if given else VALIDATION_PROMPTS_FROM_CAPTIONS
     entries = first_caption_entries(paths.scenes_dir, count)
     prompts = template_prompts if given else [caption for _, caption in entries]
-    if "validation.reference_videos" in options.overrides:
-        return prompts, None
-    if given and prompts and len(entries) < len(prompts):
+    if "validation.reference_videos" in options.overrides or not entries:
+        return prompts, None  # the user's own references, or no captioned clips yet (train builds it again)
+    if given and len(entries) < len(prompts):
         raise PipelineError(
             f"--set validation.prompts gives {len(prompts)} prompts but the dataset has {len(entries)} captioned "
             "clips to take references from: give at most that many, or name one reference per prompt with "
