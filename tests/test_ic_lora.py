@@ -1,0 +1,168 @@
+"""IC-LoRA (reference-video conditioning) for LTX-Video 0.9, on the tiny model, CPU.
+
+With `conditioning.mode: reference_video` each clip trains beside its reference video's latents
+(`.precomputed/reference_latents/<name>.pt`, the reference trainer's layout): the reference tokens join
+the sequence clean, at timestep 0, at the target's RoPE positions, and carry no loss. What the
+transformer receives is checked with hooks on the real tiny transformer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltxtrainer.config import config_from_dict
+from ltxtrainer.data import DatasetError, collate, load_precomputed
+from ltxtrainer.models import ltx_video
+from ltxtrainer.models.tiny import TINY_LATENT_CHANNELS
+from ltxtrainer.training.trainer import _training_loss
+from tests.precomputed import write_reference, write_sample
+from tests.test_training import make_config
+
+FRAMES, HEIGHT, WIDTH = 2, 2, 3  # latent size: 12 target tokens, 12 reference tokens
+CPU = torch.device("cpu")
+
+
+def ic_config(model_dir: Path, data_dir: Path, output_dir: Path, **overrides) -> dict:
+    """configs/tiny_demo.yaml as an IC-LoRA run."""
+    return make_config(
+        model_dir, data_dir, output_dir,
+        **{"conditioning.mode": "reference_video", "conditioning.first_frame_conditioning_p": 0.0, **overrides},
+    )
+
+
+@pytest.fixture()
+def ic_data(tmp_path) -> Path:
+    root = tmp_path / "数据 data"
+    for index in range(2):
+        write_sample(root, f"clip{index}", FRAMES, HEIGHT, WIDTH, seed=index)
+        write_reference(root, f"clip{index}", FRAMES, HEIGHT, WIDTH, seed=index)
+    return root
+
+
+@pytest.fixture(scope="module")
+def transformer(tiny_model_dir):
+    return ltx_video.load_transformer(tiny_model_dir).eval()
+
+
+def open_ic_dataset(model_dir: Path, data_dir: Path, transformer, **overrides):
+    config = config_from_dict(ic_config(model_dir, data_dir, data_dir.parent / "run", **overrides))
+    return ltx_video.open_dataset(config, transformer)
+
+
+def test_each_sample_carries_its_reference_latents_and_batches_stack_them(tiny_model_dir, ic_data, transformer):
+    dataset = open_ic_dataset(tiny_model_dir, ic_data, transformer)
+    items = [dataset[index] for index in range(len(dataset))]
+    for index, item in enumerate(items):
+        stored = load_precomputed(ic_data / ".precomputed" / "reference_latents" / f"clip{index}.pt")["latents"]
+        assert torch.equal(item["reference_latents"], stored)
+    batch = collate(items)
+    assert batch["reference_latents"].shape == batch["latents"].shape == (2, FRAMES * HEIGHT * WIDTH, TINY_LATENT_CHANNELS)
+
+
+def test_the_reference_folder_is_the_configs_and_mode_none_reads_none(tiny_model_dir, ic_data, transformer):
+    (ic_data / ".precomputed" / "reference_latents").rename(ic_data / ".precomputed" / "canny refs")
+    dataset = open_ic_dataset(tiny_model_dir, ic_data, transformer, **{"conditioning.reference_latents_dir": "canny refs"})
+    assert "reference_latents" in dataset[0]
+    plain = open_ic_dataset(tiny_model_dir, ic_data, transformer, **{"conditioning.mode": "none"})
+    assert "reference_latents" not in plain[0]
+
+
+def test_a_clip_without_reference_latents_is_refused_by_name_with_the_folder_and_the_fix(
+    tiny_model_dir, ic_data, transformer
+):
+    (ic_data / ".precomputed" / "reference_latents" / "clip1.pt").unlink()
+    with pytest.raises(DatasetError, match=r"(?s)1 of 2 samples.*reference_latents.*clip1\.pt.*--reference-dir"):
+        open_ic_dataset(tiny_model_dir, ic_data, transformer)
+
+
+def test_a_reference_of_another_size_is_refused_naming_both_sizes(tiny_model_dir, ic_data, transformer):
+    write_reference(ic_data, "clip0", FRAMES, HEIGHT, WIDTH - 1, seed=0)
+    with pytest.raises(DatasetError, match=r"(?s)clip0\.pt.*2x2x2.*clip0\.pt has 2x2x3"):
+        open_ic_dataset(tiny_model_dir, ic_data, transformer)
+
+
+def first_batch(model_dir: Path, data_dir: Path, transformer, **overrides) -> tuple[dict, object]:
+    config = config_from_dict(ic_config(model_dir, data_dir, data_dir.parent / "run", **overrides))
+    dataset = ltx_video.open_dataset(config, transformer)
+    return collate([dataset[0]]), config
+
+
+def transformer_inputs(transformer, batch: dict, config) -> tuple[dict, torch.Tensor]:
+    """What the training step hands the transformer (a pre-hook on the real model), and the loss."""
+    seen: list[dict] = []
+    hook = transformer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            loss = _training_loss(transformer, batch, config, micro_step=0, rank=0, device=CPU, dtype=torch.float32)
+    finally:
+        hook.remove()
+    return seen[-1], loss
+
+
+def test_reference_tokens_come_first_clean_at_timestep_zero_and_at_the_targets_positions(
+    tiny_model_dir, ic_data, transformer
+):
+    batch, config = first_batch(tiny_model_dir, ic_data, transformer)
+    inputs, _ = transformer_inputs(transformer, batch, config)
+    tokens = FRAMES * HEIGHT * WIDTH
+    hidden, timestep, coords = inputs["hidden_states"], inputs["timestep"], inputs["video_coords"]
+    assert hidden.shape == (1, 2 * tokens, TINY_LATENT_CHANNELS)
+    assert torch.equal(hidden[:, :tokens], batch["reference_latents"])  # clean: not a trace of noise
+    assert not torch.equal(hidden[:, tokens:], batch["latents"])  # the target is noised
+    assert timestep.shape == (1, 2 * tokens)
+    assert (timestep[:, :tokens] == 0).all() and (timestep[:, tokens:] > 0).all()
+    # Both halves sit at the target's positions: the rotations equal those the transformer builds for a
+    # plain (reference-free) call of this clip, as LTXPipeline makes it.
+    assert torch.equal(coords[..., :tokens], coords[..., tokens:])
+    scale = ltx_video.batch_rope_interpolation_scale(batch["fps"], CPU)
+    plain = transformer.rope(hidden[:, tokens:], FRAMES, HEIGHT, WIDTH, scale)
+    given = transformer.rope(hidden, video_coords=coords)
+    for plain_part, given_part in zip(plain, given, strict=True):
+        assert torch.equal(given_part[:, tokens:], plain_part)
+
+
+def test_first_frame_conditioning_still_keeps_the_targets_first_frame_clean(tiny_model_dir, ic_data, transformer):
+    batch, config = first_batch(tiny_model_dir, ic_data, transformer, **{"conditioning.first_frame_conditioning_p": 1.0})
+    inputs, _ = transformer_inputs(transformer, batch, config)
+    tokens, first = FRAMES * HEIGHT * WIDTH, HEIGHT * WIDTH
+    target_hidden, target_time = inputs["hidden_states"][:, tokens:], inputs["timestep"][:, tokens:]
+    assert torch.equal(target_hidden[:, :first], batch["latents"][:, :first])
+    assert (target_time[:, :first] == 0).all() and (target_time[:, first:] > 0).all()
+    assert (inputs["timestep"][:, :tokens] == 0).all()
+
+
+def loss_with_output_changed(transformer, batch, config, tokens: slice) -> torch.Tensor:
+    """The step's loss when the transformer's predictions at `tokens` are replaced by garbage."""
+
+    def spoil(module, args, kwargs, output):
+        prediction = output[0].clone()
+        prediction[:, tokens] += 1000.0
+        return (prediction,)
+
+    hook = transformer.register_forward_hook(spoil, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            return _training_loss(transformer, batch, config, micro_step=0, rank=0, device=CPU, dtype=torch.float32)
+    finally:
+        hook.remove()
+
+
+def test_the_reference_tokens_carry_no_loss(tiny_model_dir, ic_data, transformer):
+    batch, config = first_batch(tiny_model_dir, ic_data, transformer)
+    tokens = FRAMES * HEIGHT * WIDTH
+    _, loss = transformer_inputs(transformer, batch, config)
+    assert torch.equal(loss_with_output_changed(transformer, batch, config, slice(0, tokens)), loss)
+    assert loss_with_output_changed(transformer, batch, config, slice(tokens, None)) > 100 * loss
+
+
+def test_the_target_attends_to_its_reference(tiny_model_dir, ic_data, transformer):
+    batch, config = first_batch(tiny_model_dir, ic_data, transformer)
+    _, loss = transformer_inputs(transformer, batch, config)
+    other = dict(batch, reference_latents=torch.randn_like(batch["reference_latents"]))
+    _, other_loss = transformer_inputs(transformer, other, config)
+    _, same_loss = transformer_inputs(transformer, dict(batch), config)
+    assert same_loss == loss  # the step is deterministic: only the reference differs
+    assert other_loss != loss
