@@ -166,3 +166,102 @@ def test_the_target_attends_to_its_reference(tiny_model_dir, ic_data, transforme
     _, same_loss = transformer_inputs(transformer, dict(batch), config)
     assert same_loss == loss  # the step is deterministic: only the reference differs
     assert other_loss != loss
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.fixture()
+def reference_videos(tmp_path) -> list[Path]:
+    """Two reference videos, larger than the validation size (resized and cropped as clips are), 12 frames."""
+    from ltxtrainer.media import write_video
+    from ltxtrainer.synthetic import scene_frames
+
+    folder = tmp_path / "参考 refs"
+    return [write_video(folder / f"ref {index}.mp4", scene_frames(96, 64, 12, index + 1), 24.0) for index in range(2)]
+
+
+def test_step_zero_validation_in_bf16_shows_each_reference_beside_its_result(
+    tiny_model_dir, ic_data, reference_videos, tmp_path
+):
+    from ltxtrainer.media import probe_video, read_frames, resize_and_crop
+    from ltxtrainer.training.trainer import run_training
+
+    output = tmp_path / "run"
+    config = ic_config(
+        tiny_model_dir, ic_data, output, validation=True,
+        **{"optimization.steps": 2, "validation.interval": 2, "validation.prompts": ["edges", "edges again"],
+           "validation.reference_videos": [str(path) for path in reference_videos]},
+    )
+    assert config["acceleration"]["mixed_precision_mode"] == "bf16"
+    run_training(config_from_dict(config))
+    for step in (0, 2):
+        videos = sorted((output / "samples" / f"step_{step:06d}").glob("*.mp4"))
+        assert [video.name for video in videos] == ["prompt_00_00.mp4", "prompt_01_00.mp4"]
+        for video, reference in zip(videos, reference_videos, strict=True):
+            info = probe_video(video)
+            assert (info.width, info.height, info.num_frames) == (128, 64, 9)
+            left = read_frames(video)[:, :, :64].astype(float)
+            expected = resize_and_crop(read_frames(reference, count=9), 64, 64).astype(float)
+            assert abs(left - expected).mean() < 8  # the reference itself, up to H.264
+
+
+def test_every_denoising_step_sees_the_encoded_reference_clean_also_with_a_first_frame(
+    tiny_model_dir, ic_data, reference_videos, tmp_path
+):
+    from PIL import Image
+
+    from ltxtrainer.media import read_frames, resize_and_crop
+    from ltxtrainer.preprocess import encode_frames
+    from ltxtrainer.training.validation import LTXVideoValidation
+
+    image = tmp_path / "first.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
+    config = config_from_dict(ic_config(
+        tiny_model_dir, ic_data, tmp_path / "run", validation=True,
+        **{"validation.prompts": ["edges", "edges from a frame"], "validation.images": [None, str(image)],
+           "validation.reference_videos": [str(path) for path in reference_videos], "validation.frame_rate": 24.0},
+    ))
+    transformer = ltx_video.load_transformer(tiny_model_dir, dtype=torch.bfloat16)
+    dataset = ltx_video.open_dataset(config, transformer)
+    renderer = LTXVideoValidation(tiny_model_dir, config, dataset, CPU, torch.bfloat16)
+    seen: list[dict] = []
+    hook = transformer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    try:
+        renderer.render(transformer, tmp_path / "samples")
+    finally:
+        hook.remove()
+    assert len(seen) == 2 * config.validation.inference_steps
+    vae = ltx_video.load_vae(tiny_model_dir, dtype=torch.bfloat16)
+    tokens = 2 * 2 * 2  # 64x64x9 in latents
+    for call, inputs in enumerate(seen):
+        reference = reference_videos[call // config.validation.inference_steps]
+        encoded = encode_frames(vae, resize_and_crop(read_frames(reference, count=9), 64, 64))
+        hidden, timestep = inputs["hidden_states"], inputs["timestep"]
+        assert hidden.shape[:2] == (2, 2 * tokens)  # guidance: negative and positive prompt, each with the reference
+        assert torch.equal(hidden[:, :tokens], encoded.to(hidden.dtype).expand(2, -1, -1))
+        assert (timestep[:, :tokens] == 0).all() and (timestep[:, tokens:].amax(dim=1) > 0).all()
+
+
+@pytest.mark.parametrize(
+    ("videos", "message"),
+    [
+        (lambda paths: paths[:1], r"validation\.reference_videos needs one video per validation prompt \(2\), got 1"),
+        (lambda paths: [paths[0], paths[1].with_name("gone.mp4")], r"validation\.reference_videos\[1\]: .*gone\.mp4"),
+    ],
+    ids=["one-for-two-prompts", "missing-file"],
+)
+def test_wrong_validation_references_stop_the_run_before_training_naming_the_field(
+    tiny_model_dir, ic_data, reference_videos, tmp_path, videos, message
+):
+    from ltxtrainer.config import ConfigError
+    from ltxtrainer.training.trainer import run_training
+
+    config = ic_config(
+        tiny_model_dir, ic_data, tmp_path / "run", validation=True,
+        **{"validation.prompts": ["edges", "edges again"],
+           "validation.reference_videos": [str(path) for path in videos(reference_videos)]},
+    )
+    with pytest.raises(ConfigError, match=message):
+        run_training(config_from_dict(config))
+    assert not (tmp_path / "run" / "samples").exists()

@@ -313,9 +313,18 @@ class ReferenceConditionedTransformer(torch.nn.Module):
         self.transformer = transformer
         self.reference_latents = reference_latents  # [1, tokens, C], packed and normalised
 
+    # What DiffusionPipeline reads of its transformer component besides calling it (diffusers 0.42).
     @property
     def config(self):
         return self.transformer.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
 
     def cache_context(self, name: str):
         return self.transformer.cache_context(name)
