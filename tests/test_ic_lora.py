@@ -265,3 +265,10 @@ def test_wrong_validation_references_stop_the_run_before_training_naming_the_fie
     with pytest.raises(ConfigError, match=message):
         run_training(config_from_dict(config))
     assert not (tmp_path / "run" / "samples").exists()
+
+
+def test_a_reference_downscale_factor_is_refused_for_ltx_video_09(tiny_model_dir, ic_data, transformer):
+    from ltxtrainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"conditioning\.reference_downscale_factor: 2 needs an LTX-2 model"):
+        open_ic_dataset(tiny_model_dir, ic_data, transformer, **{"conditioning.reference_downscale_factor": 2})

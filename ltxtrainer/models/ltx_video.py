@@ -158,7 +158,15 @@ def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> Precomp
             "model.with_audio: true needs an LTX-2 model; LTX-Video 0.9 has no audio stream. "
             "Set model.with_audio: false or choose an LTX-2 model folder."
         )
-    reference_dir = config.conditioning.reference_dir_name if trains_with_reference(config) else None
+    reference_dir = None
+    if trains_with_reference(config):
+        if config.conditioning.reference_downscale_factor != 1:
+            raise ConfigError(
+                f"conditioning.reference_downscale_factor: {config.conditioning.reference_downscale_factor} needs an "
+                "LTX-2 model; LTX-Video 0.9 IC-LoRA references have their clip's own size. Set it to 1 (and "
+                "preprocess the references without --reference-downscale) or choose an LTX-2 model folder."
+            )
+        reference_dir = config.conditioning.reference_dir_name
     return PrecomputedDataset(
         config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels,
         reference_dir_name=reference_dir,
