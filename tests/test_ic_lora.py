@@ -272,3 +272,33 @@ def test_a_reference_downscale_factor_is_refused_for_ltx_video_09(tiny_model_dir
 
     with pytest.raises(ConfigError, match=r"conditioning\.reference_downscale_factor: 2 needs an LTX-2 model"):
         open_ic_dataset(tiny_model_dir, ic_data, transformer, **{"conditioning.reference_downscale_factor": 2})
+
+
+def test_an_ic_run_trains_on_references_made_and_preprocessed_by_our_own_stages(tiny_model_dir, transformer, tmp_path):
+    """compute_references -> preprocess --reference-dir -> training and validation with a reference."""
+    from ltxtrainer.preprocess import preprocess_dataset
+    from ltxtrainer.reference import compute_references
+    from ltxtrainer.synthetic import make_clip
+    from ltxtrainer.training.trainer import run_training
+
+    clips = tmp_path / "我的 clips"
+    for name in ("a", "sub/b 片段"):
+        make_clip(clips / f"{name}.mp4", width=64, height=64, frames_per_scene=(17,))
+        (clips / f"{name}.txt").write_text("a square and its edges", encoding="utf-8")
+    references = tmp_path / "edges 边缘"
+    compute_references(clips, references, "canny")
+    report = preprocess_dataset(clips, "64x64x17", tiny_model_dir, max_sequence_length=16, reference_dir=references)
+    assert not report.failed
+    output = tmp_path / "run"
+    config = ic_config(
+        tiny_model_dir, clips, output, validation=True,
+        **{"optimization.steps": 2, "validation.interval": 2, "conditioning.first_frame_conditioning_p": 0.2,
+           "validation.reference_videos": [str(references / "a_reference.mp4")]},
+    )
+    dataset = ltx_video.open_dataset(config_from_dict(config), transformer)
+    assert [sample.reference_latents_path.relative_to(clips / ".precomputed") for sample in dataset.samples] == [
+        Path("reference_latents/a.pt"), Path("reference_latents/sub/b 片段.pt")
+    ]
+    result = run_training(config_from_dict(config))
+    assert result.final_step == 2 and result.lora_path.is_file()
+    assert len(sorted((output / "samples" / "step_000002").glob("*.mp4"))) == 1
