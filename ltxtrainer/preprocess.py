@@ -60,7 +60,15 @@ from ltxtrainer.models.ltx_video import (
     pack_latents,
     unpack_latents,
 )
-from ltxtrainer.precompute_ltx2 import ClipToEncode, has_sound, precompute_ltx2_samples
+from ltxtrainer.precompute_ltx2 import (
+    ClipToEncode,
+    ReferenceSizeError,
+    has_sound,
+    precompute_ltx2_references,
+    precompute_ltx2_samples,
+    reference_size,
+    vae_spatial_compression,
+)
 from ltxtrainer.progress import emit, say, track
 from ltxtrainer.reference import REFERENCE_SUFFIX, find_reference
 
@@ -413,6 +421,7 @@ def _encode_captions(
             {"prompt_embeds": embeds[0].float().cpu(), "prompt_attention_mask": mask[0].bool().cpu()},
         )
         entry = manifest["samples"].setdefault(sample.relative, {})
+        entry.pop("ltx2", None)  # an LTX-2 record of the file just overwritten
         entry["conditions"] = _conditions_record(sample, model, max_sequence_length)
         _save_manifest(output_dir, manifest)
     # Free T5-XXL (~9.5 GB in bf16) before the VAE works, so a 24 GB card holds only one of them.
@@ -472,6 +481,7 @@ def _encode_clips(
             num_frames = frames.shape[0]  # fewer than the bucket when the file held fewer than it claimed
             latents_path, _ = precomputed_paths(output_dir, sample.relative)
             _save_tensors(latents_path, _latents_file(vae, frames, fps))
+            entry.pop("ltx2", None)  # an LTX-2 record of the file just overwritten
             entry["latents"] = _latents_record(sample, model)
         if sample.needs_reference:
             # The reference is cut exactly as its clip: the same first frames, resize and centre crop.
@@ -481,6 +491,7 @@ def _encode_clips(
                 report.failed[sample.relative] = f"its reference video cannot be used: {error}"
                 continue
             _save_tensors(reference_latents_path(output_dir, sample.relative), _latents_file(vae, frames, fps))
+            entry.pop("ltx2_reference", None)  # an LTX-2 record of the file just overwritten
             entry["reference"] = _reference_record(sample, model)
         _save_manifest(output_dir, manifest)
 
@@ -586,8 +597,11 @@ def preprocess_dataset(
 
     if family_name(model_dir) == "ltx2":
         audio = resolve_with_audio(samples, with_audio)
-        _precompute_ltx2(samples, model_dir, output_dir, manifest, model, audio, overwrite, device, dtype, report)
-        return _finish(dataset_dir, output_dir, samples, report, {s.relative for s in samples if s.needs_latents})
+        _precompute_ltx2(
+            samples, model_dir, output_dir, manifest, model, audio, reference_downscale, overwrite, device, dtype, report
+        )
+        recomputed = {s.relative for s in samples if s.needs_latents or s.needs_reference}
+        return _finish(dataset_dir, output_dir, samples, report, recomputed)
     if with_audio:
         raise PreprocessError(
             f"with_audio is for LTX-2 model folders; {model_dir} is LTX-Video 0.9, which has no sound stream"
@@ -700,14 +714,32 @@ def _ltx2_record(sample: _Sample, model: dict, with_audio: bool) -> dict:
     return {**_latents_record(sample, model), "caption_sha256": _caption_hash(sample.caption), "with_audio": with_audio}
 
 
+def _ltx2_reference_record(sample: _Sample, model: dict, downscale_factor: int) -> dict:
+    return {**_reference_record(sample, model), "downscale_factor": downscale_factor}
+
+
 def _precompute_ltx2(
     samples: list[_Sample], model_dir: Path, output_dir: Path, manifest: dict, model: dict, with_audio: bool,
-    overwrite: bool, device: torch.device, dtype: torch.dtype, report: PreprocessReport,
+    reference_downscale: int, overwrite: bool, device: torch.device, dtype: torch.dtype, report: PreprocessReport,
 ) -> None:
-    """Encode the samples whose clip, bucket, caption, model or audio choice changed, one bucket at a
-    time (precompute_ltx2_samples takes one size), and record them in the manifest."""
+    """Encode the samples whose clip, bucket, caption, model or audio choice changed, and the references
+    whose file, bucket, model or downscale changed, one bucket at a time (precompute_ltx2_samples takes
+    one size), and record them in the manifest."""
+    spatial_compression = vae_spatial_compression(model_dir)
+    for bucket in sorted({sample.bucket for sample in samples if sample.reference is not None}):
+        try:
+            reference_size(bucket.width, bucket.height, reference_downscale, spatial_compression)
+        except ReferenceSizeError as error:
+            raise PreprocessError(f"--reference-downscale {reference_downscale} for bucket {bucket}: {error}") from None
     work = []
     for sample in samples:
+        sample.needs_reference = sample.reference is not None and (
+            overwrite or not reference_latents_path(output_dir, sample.relative).is_file()
+            or not _same(
+                manifest["samples"].get(sample.relative, {}).get("ltx2_reference"),
+                _ltx2_reference_record(sample, model, reference_downscale),
+            )
+        )
         latents_path, conditions_path = precomputed_paths(output_dir, sample.relative)
         audio_path = output_dir / AUDIO_LATENTS_DIR / Path(sample.relative).with_suffix(".pt")
         sample.needs_latents = (
@@ -715,28 +747,52 @@ def _precompute_ltx2(
             or (with_audio and not audio_path.is_file())
             or not _same(manifest["samples"].get(sample.relative, {}).get("ltx2"), _ltx2_record(sample, model, with_audio))
         )
-        if sample.needs_latents:
+        if sample.needs_latents or sample.needs_reference:
             work.append(sample)
-            if not with_audio:
-                audio_path.unlink(missing_ok=True)  # a video-only folder holds no stale sound
+        if sample.needs_latents and not with_audio:
+            audio_path.unlink(missing_ok=True)  # a video-only folder holds no stale sound
     say(
         f"Preprocessing for LTX-2 ({'audio + video' if with_audio else 'video only'}) into {output_dir}: "
-        f"{len(samples)} sample(s), {len(work)} to encode, {len(report.failed)} failed"
+        f"{len(samples)} sample(s), {sum(s.needs_latents for s in samples)} to encode"
+        + (f", {sum(s.needs_reference for s in samples)} reference(s) at 1/{reference_downscale} size"
+           if any(s.reference is not None for s in samples) else "")
+        + f", {len(report.failed)} failed"
     )
     groups: dict[Bucket, list[_Sample]] = {}
     for sample in work:
         groups.setdefault(sample.bucket, []).append(sample)
     for bucket, group in groups.items():
-        clips = [ClipToEncode(s.path, s.caption, Path(s.relative).with_suffix("").as_posix()) for s in group]
+        clips = {
+            s.relative: ClipToEncode(s.path, s.caption, Path(s.relative).with_suffix("").as_posix(), s.reference)
+            for s in group
+        }
+        size = (bucket.width, bucket.height, bucket.num_frames)
+        latents_work = [s for s in group if s.needs_latents]
+        reference_work = [s for s in group if s.needs_reference]
         try:
-            precompute_ltx2_samples(
-                model_dir, clips, output_dir, bucket.width, bucket.height, bucket.num_frames, with_audio,
-                device=device, dtype=dtype,
-            )
+            if latents_work:
+                precompute_ltx2_samples(
+                    model_dir, [clips[s.relative] for s in latents_work], output_dir, *size, with_audio,
+                    device=device, dtype=dtype,
+                )
+            for sample in latents_work:
+                # Replaces any 0.9 records: those files were just overwritten with LTX-2 data.
+                kept = manifest["samples"].get(sample.relative, {}).get("ltx2_reference")
+                manifest["samples"][sample.relative] = {"ltx2": _ltx2_record(sample, model, with_audio)}
+                if kept is not None:
+                    manifest["samples"][sample.relative]["ltx2_reference"] = kept
+            _save_manifest(output_dir, manifest)
+            if reference_work:
+                precompute_ltx2_references(
+                    model_dir, [clips[s.relative] for s in reference_work], output_dir, *size,
+                    reference_downscale, device=device, dtype=dtype,
+                )
         except MediaError as error:
-            raise PreprocessError(f"a clip of bucket {bucket} could not be read: {error}") from None
-        for sample in group:
-            manifest["samples"][sample.relative] = {"ltx2": _ltx2_record(sample, model, with_audio)}
+            raise PreprocessError(f"a clip or reference of bucket {bucket} could not be read: {error}") from None
+        for sample in reference_work:
+            entry = manifest["samples"].setdefault(sample.relative, {})
+            entry.pop("reference", None)  # a 0.9 record of the file just overwritten
+            entry["ltx2_reference"] = _ltx2_reference_record(sample, model, reference_downscale)
         _save_manifest(output_dir, manifest)
     _save_manifest(output_dir, manifest)
 

@@ -368,3 +368,47 @@ def test_references_that_cannot_guide_their_clip_are_refused_with_the_reason(tmp
     refused = run_cli(dataset, "--resolution-buckets", "64x64x17", "--model-path", tiny_model_dir,
                       "--reference-dir", references, "--reference-downscale", "3", cwd=tmp_path)
     assert refused.returncode == 2 and "--reference-downscale" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx2_dir(tmp_path_factory) -> Path:
+    from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
+
+    return save_tiny_ltx2_model(tmp_path_factory.mktemp("models") / "tiny-ltx2")
+
+
+def test_ltx2_references_are_encoded_at_the_downscaled_size_and_the_factor_is_recorded(tmp_path, tiny_ltx2_dir):
+    from ltxtrainer.models import ltx2
+
+    dataset = tmp_path / "数据 set"
+    for name in ("a", "b"):
+        make_clip(dataset / f"{name}.mp4", width=64, height=64, frames_per_scene=(17,), fps=16.0)
+        (dataset / f"{name}.txt").write_text(f"a square {name}", encoding="utf-8")
+    references, output = tmp_path / "refs", dataset / PRECOMPUTED
+    compute_references(dataset, references, "canny")
+    run = dict(device="cpu", reference_dir=references)
+    assert preprocess_dataset(dataset, "64x64x17", tiny_ltx2_dir, reference_downscale=2, **run).computed == ["a.mp4", "b.mp4"]
+
+    vae = ltx2.load_component(tiny_ltx2_dir, "vae", torch.float32, torch.device("cpu"))
+    clip = torch.load(precomputed_paths(output, "a.mp4")[0], weights_only=True)
+    reference = torch.load(reference_latents_path(output, "a.mp4"), weights_only=True)
+    assert set(reference) == set(clip) | {"downscale_factor"} and reference["downscale_factor"] == 2
+    assert (reference["num_frames"], reference["height"], reference["width"]) == (3, 1, 1)  # the clip: 3, 2, 2
+    assert (clip["num_frames"], clip["height"], clip["width"]) == (3, 2, 2) and reference["fps"] == clip["fps"]
+    frames, _ = load_clip(references / "a_reference.mp4", 32, 32, 17)
+    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    torch.testing.assert_close(reference["latents"], ltx2.encode_video(vae, pixels)[0].float())
+
+    latents_stamp = precomputed_paths(output, "a.mp4")[0].stat().st_mtime_ns
+    again = preprocess_dataset(dataset, "64x64x17", tiny_ltx2_dir, reference_downscale=2, **run)
+    assert (again.computed, again.skipped) == ([], ["a.mp4", "b.mp4"])
+    full_size = preprocess_dataset(dataset, "64x64x17", tiny_ltx2_dir, reference_downscale=1, **run)
+    assert full_size.computed == ["a.mp4", "b.mp4"]
+    assert precomputed_paths(output, "a.mp4")[0].stat().st_mtime_ns == latents_stamp  # only the references
+    reference = torch.load(reference_latents_path(output, "a.mp4"), weights_only=True)
+    assert (reference["height"], reference["width"], reference["downscale_factor"]) == (2, 2, 1)
+
+    with pytest.raises(PreprocessError, match=r"1/4 of the width 64 .* 16 pixels"):
+        preprocess_dataset(dataset, "64x64x17", tiny_ltx2_dir, reference_downscale=4, **run)
+    with pytest.raises(PreprocessError, match="96"):
+        preprocess_dataset(dataset, "96x64x17", tiny_ltx2_dir, reference_downscale=2, **run)
