@@ -246,8 +246,7 @@ def run_ic_demo(root: Path, family: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("family", [
-    pytest.param("ltx_video", marks=pytest.mark.skip(
-        reason="needs ic09: 0.9 IC training on reference_latents and the side-by-side validation mp4")),
+    "ltx_video",
     pytest.param("ltx2", marks=pytest.mark.skip(
         reason="needs icdata: preprocess --reference-dir for LTX-2 models (reference_latents/ of LTX-2)")),
 ])
