@@ -247,8 +247,7 @@ def run_ic_demo(root: Path, family: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("family", [
     "ltx_video",
-    pytest.param("ltx2", marks=pytest.mark.skip(
-        reason="needs icdata: preprocess --reference-dir for LTX-2 models (reference_latents/ of LTX-2)")),
+    "ltx2",
 ])
 def test_ic_demo_goes_from_raw_videos_to_an_ic_lora_with_side_by_side_samples(tmp_path, tiny_model_dir, family):
     """`run_pipeline.py --demo --conditioning reference_video`: Canny references of every scene, their
@@ -286,7 +285,7 @@ def test_ic_demo_goes_from_raw_videos_to_an_ic_lora_with_side_by_side_samples(tm
         assert reference is not None and probe_video(reference).num_frames == probe_video(clip).num_frames
         target = torch.load(data_dir / "latents" / relative.with_suffix(".pt"), weights_only=True)
         reference_latents = torch.load(data_dir / "reference_latents" / relative.with_suffix(".pt"), weights_only=True)
-        assert set(reference_latents) == set(target)  # the latents layout, so both trainers read it
+        assert set(target) <= set(reference_latents)  # the latents layout (LTX-2 adds its downscale factor)
         assert reference_latents["latents"].shape == target["latents"].shape  # full size: factor 1
         assert not torch.equal(reference_latents["latents"], target["latents"])
 
