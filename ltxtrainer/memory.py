@@ -231,6 +231,9 @@ class TrainingSetup:
     first_frame_conditioning: bool = True  # first_frame_conditioning_p > 0: per-token timesteps on some steps
     validation_videos: bool = False  # the VAE stays loaded after the first validation
     with_audio: bool = False  # LTX-2: the audio stream trains with the video (model.with_audio)
+    # IC-LoRA (conditioning.mode reference_video): the reference's clean tokens join every step's
+    # sequence, at 1/N of the clip's width and height; None for a run without references.
+    reference_downscale: int | None = None
 
     @classmethod
     def from_config(cls, config: TrainerConfig) -> TrainingSetup:
@@ -249,6 +252,10 @@ class TrainingSetup:
             first_frame_conditioning=config.first_frame_conditioning_p > 0,
             validation_videos=bool(config.validation.prompts and config.validation.interval),
             with_audio=config.model.with_audio,
+            reference_downscale=(
+                config.conditioning.reference_downscale_factor
+                if config.conditioning is not None and config.conditioning.mode == "reference_video" else None
+            ),
         )
 
 
@@ -653,12 +660,18 @@ def estimate(
 
     The text encoder is never resident during training (the trainer encodes validation prompts on
     the CPU first and frees it); the VAE is when `setup.validation_videos`. For LTX-2 the audio
-    stream counts when `setup.with_audio` (25 tokens a second at 24 fps), else one dummy token.
+    stream counts when `setup.with_audio` (25 tokens a second at 24 fps), else one dummy token. An
+    IC-LoRA step (`setup.reference_downscale`) adds the reference's tokens to the video stream.
     """
     shape = full_shape(resolve_transformer_config(variant_or_transformer_config))
     ltx2 = is_ltx2(shape)
     batch = setup.batch_size
     tokens = token_count(width, height, frames) * batch
+    if setup.reference_downscale:
+        # Reference tokens pass through every block like the target's (their loss is masked, not
+        # their activations), so they count as video tokens.
+        factor = setup.reference_downscale
+        tokens += token_count(width // factor, height // factor, frames) * batch
     element = weight_element_bytes(setup, device_type)
     layers = shape["num_layers"]
     lora_mode = setup.training_mode == "lora"

@@ -481,3 +481,20 @@ def test_ltx2_templates_fit_their_card_with_the_figures_their_comments_state(tem
         stated = float(re.search(rf"#   {re.escape(label)} ([0-9.]+) GB", comment).group(1))
         assert stated == pytest.approx(need / GB, abs=0.05), variant
         assert judge(need, card_gib * 1024**3) == "fits"
+
+
+def test_ic_lora_steps_count_the_reference_tokens_as_video_tokens():
+    """An IC step runs the reference's clean tokens through every block beside the target's: at
+    factor 1 a 768x512 step costs what a plain 1536x512 step costs; at factor 2 a quarter more."""
+    ic = load_config(Path(__file__).resolve().parents[1] / "configs" / "ltx_13b_ic_lora_template.yaml")
+    assert TrainingSetup.from_config(ic).reference_downscale == 1
+    plain = TrainingSetup.from_config(ic.model_copy(update={"conditioning": None}))
+    assert plain.reference_downscale is None
+    with_reference = replace(plain, reference_downscale=1)
+    assert estimate(with_reference, 768, 512, 49, "13b").activations == estimate(plain, 1536, 512, 49, "13b").activations
+    halved = estimate(replace(plain, reference_downscale=2), 768, 512, 49, "13b").activations
+    alone = estimate(plain, 768, 512, 49, "13b").activations
+    assert alone < halved < estimate(with_reference, 768, 512, 49, "13b").activations
+    ltx2 = replace(plain, lora_targets=("to_q", "to_k", "to_v", "to_out.0"))
+    assert (estimate(replace(ltx2, reference_downscale=2), 768, 512, 49, "ltx2").activations
+            > estimate(ltx2, 768, 512, 49, "ltx2").activations)
