@@ -84,6 +84,13 @@ def has_sound(path: str | os.PathLike) -> bool:
         return bool(container.streams.audio)
 
 
+def _missing_audio(path: str | os.PathLike) -> MissingAudioError:
+    return MissingAudioError(
+        f"{path} has no sound track, but model.with_audio is true: every clip of a joint "
+        "audio+video run needs sound. Remove the clip or train video only (model.with_audio: false)."
+    )
+
+
 def _save(payload: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda temp: torch.save(payload, temp))
@@ -112,6 +119,11 @@ def precompute_ltx2_samples(
     """
     device = torch.device(device)
     root = Path(output_root)
+    if with_audio:
+        # Before Gemma: on the real 12B encoder a silent clip found after the captions costs minutes.
+        silent = next((clip for clip in clips if not has_sound(clip.path)), None)
+        if silent is not None:
+            raise _missing_audio(silent.path)
     _write_caption_embeddings(model_dir, clips, root, device, load_text_encoder_in_8bit)
 
     vae = ltx2.load_component(model_dir, "vae", dtype, device)
@@ -125,10 +137,7 @@ def precompute_ltx2_samples(
                 clip.path, audio_vae.config.sample_rate, audio_vae.config.in_channels, 0.0, duration
             )
             if waveform is None:
-                raise MissingAudioError(
-                    f"{clip.path} has no sound track, but model.with_audio is true: every clip of a joint "
-                    "audio+video run needs sound. Remove the clip or train video only (model.with_audio: false)."
-                )
+                raise _missing_audio(clip.path)
             audio_latents = ltx2.encode_audio(audio_vae, waveform[None], duration)[0]
             _save({"latents": audio_latents.float().cpu()}, root / AUDIO_LATENTS_DIR / f"{clip.name}.pt")
         pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
