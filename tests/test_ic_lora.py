@@ -302,3 +302,21 @@ def test_an_ic_run_trains_on_references_made_and_preprocessed_by_our_own_stages(
     result = run_training(config_from_dict(config))
     assert result.final_step == 2 and result.lora_path.is_file()
     assert len(sorted((output / "samples" / "step_000002").glob("*.mp4"))) == 1
+
+
+def test_a_batch_of_two_frame_rates_gives_each_sample_its_own_reference_positions(tiny_model_dir, tmp_path, transformer):
+    root = tmp_path / "data"
+    for index, fps in enumerate((24.0, 30.0)):
+        write_sample(root, f"clip{index}", FRAMES, HEIGHT, WIDTH, seed=index, fps=fps)
+        write_reference(root, f"clip{index}", FRAMES, HEIGHT, WIDTH, seed=index)
+    config = config_from_dict(ic_config(tiny_model_dir, root, tmp_path / "run"))
+    dataset = ltx_video.open_dataset(config, transformer)
+    batch = collate([dataset[0], dataset[1]])
+    inputs, _ = transformer_inputs(transformer, batch, config)
+    tokens, coords = FRAMES * HEIGHT * WIDTH, inputs["video_coords"]
+    assert not torch.equal(coords[0, 0], coords[1, 0])  # 8/24 and 8/30 per latent frame
+    scale = ltx_video.batch_rope_interpolation_scale(batch["fps"], CPU)
+    plain = transformer.rope(inputs["hidden_states"][:, tokens:], FRAMES, HEIGHT, WIDTH, scale)
+    given = transformer.rope(inputs["hidden_states"], video_coords=coords)
+    for plain_part, given_part in zip(plain, given, strict=True):
+        assert torch.equal(given_part[:, :tokens], plain_part) and torch.equal(given_part[:, tokens:], plain_part)
