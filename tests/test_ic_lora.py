@@ -320,3 +320,22 @@ def test_a_batch_of_two_frame_rates_gives_each_sample_its_own_reference_position
     given = transformer.rope(inputs["hidden_states"], video_coords=coords)
     for plain_part, given_part in zip(plain, given, strict=True):
         assert torch.equal(given_part[:, :tokens], plain_part) and torch.equal(given_part[:, tokens:], plain_part)
+
+
+def test_reference_videos_of_a_plain_run_are_said_to_be_unused(tiny_model_dir, ic_data, reference_videos, tmp_path, capsys):
+    from ltxtrainer.training.trainer import run_training
+
+    config = ic_config(
+        tiny_model_dir, ic_data, tmp_path / "run", validation=True,
+        **{"conditioning.mode": "none", "optimization.steps": 1, "validation.interval": 1,
+           "validation.reference_videos": [str(reference_videos[0])]},
+    )
+    run_training(config_from_dict(config))
+    assert "validation.reference_videos are not used" in capsys.readouterr().err
+    assert probe_video_width(tmp_path / "run" / "samples" / "step_000001" / "prompt_00_00.mp4") == 64
+
+
+def probe_video_width(path: Path) -> int:
+    from ltxtrainer.media import probe_video
+
+    return probe_video(path).width

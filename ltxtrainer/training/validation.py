@@ -32,6 +32,7 @@ import torch
 from ltxtrainer.config import ConfigError, TrainerConfig, ValidationConfig
 from ltxtrainer.data import PrecomputedDataset, load_precomputed
 from ltxtrainer.media import MediaError, read_frames, resize_and_crop
+from ltxtrainer.progress import say
 
 # diffusers' LTX examples decode 0.9.1+ VAEs (timestep-conditioned decoders) with a little noise.
 DECODE_TIMESTEP = 0.05
@@ -106,11 +107,14 @@ class LTXVideoValidation:
 
         self.model_dir, self.validation, self.device, self.dtype = model_dir, config.validation, device, dtype
         # Read before T5 loads: a wrong reference list should cost the user seconds, not a model load.
-        self.reference_videos = (
-            load_reference_videos(config.validation.reference_videos, config.validation.prompts,
-                                  *config.validation.video_dims)
-            if ltx_video.trains_with_reference(config) else None
-        )
+        self.reference_videos = None
+        if ltx_video.trains_with_reference(config):
+            self.reference_videos = load_reference_videos(
+                config.validation.reference_videos, config.validation.prompts, *config.validation.video_dims
+            )
+        elif config.validation.reference_videos:
+            # The reference trainer would feed them to a LoRA never trained with references; we say so instead.
+            say("validation.reference_videos are not used: conditioning.mode is not reference_video (IC-LoRA).")
         self.inputs = encode_validation_prompts(
             str(model_dir), config.validation, device, dataset_text_length(dataset),
             config.acceleration.load_text_encoder_in_8bit,
