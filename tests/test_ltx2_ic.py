@@ -225,8 +225,12 @@ def test_validation_references_must_match_the_prompts_and_exist(ic_dataset, tmp_
         load_reference_videos([reference], ["one", "two"], SIZE, SIZE, VALIDATION_FRAMES)
     with pytest.raises(ConfigError, match=r"validation.reference_videos\[1\].*missing\.mp4"):
         load_reference_videos([reference, str(tmp_path / "missing.mp4")], ["one", "two"], SIZE, SIZE, 9)
-    (frames,) = load_reference_videos([reference], ["one"], SIZE, SIZE, VALIDATION_FRAMES)
+    with pytest.raises(ConfigError, match=r"validation.reference_videos\[0\].*has 17 frames .* needs 25"):
+        load_reference_videos([reference], ["one"], SIZE, SIZE, 25)
+    (frames,) = load_reference_videos([reference], ["one"], SIZE, SIZE, VALIDATION_FRAMES, fps=CLIP_FPS / 2)
     assert frames.shape == (VALIDATION_FRAMES, SIZE, SIZE, 3)
+    every_other = read_frames(reference, count=2 * VALIDATION_FRAMES - 1)[::2]
+    assert np.array_equal(frames, every_other)  # at half the clip's rate: every other frame
     check_reference_size(768, 512, 4)  # 192x128
     with pytest.raises(ConfigError, match=r"704x480 .*factor 2.*352x240.*multiples of 64"):
         check_reference_size(704, 480, 2)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from ltxtrainer.config import ConfigError, TrainerConfig
-from ltxtrainer.media import MediaError, read_frames, resize_and_crop
+from ltxtrainer.media import MediaError, load_clip
 from ltxtrainer.models import ltx2
 from ltxtrainer.training.validation import load_first_frame
 
@@ -37,19 +37,21 @@ class LTX2Validation:
 
     def __init__(self, model_dir: Path, config: TrainerConfig, device: torch.device, dtype: torch.dtype):
         self.model_dir, self.validation, self.device, self.dtype = model_dir, config.validation, device, dtype
-        self.embeds, self.masks, self.negative, self.negative_mask = _encode_prompts(
-            model_dir, config.validation.prompts, config.validation.negative_prompt, device,
-            config.acceleration.load_text_encoder_in_8bit,
-        )
-        self.components: dict | None = None
+        # References first: a wrong one stops the run before Gemma (12 B) loads.
         conditioning = ltx2.reference_conditioning(config)
         self.reference_downscale_factor = conditioning.reference_downscale_factor if conditioning else 1
         self.references = None
         if conditioning:
             check_reference_size(*config.validation.video_dims[:2], self.reference_downscale_factor)
             self.references = load_reference_videos(
-                config.validation.reference_videos, config.validation.prompts, *config.validation.video_dims
+                config.validation.reference_videos, config.validation.prompts, *config.validation.video_dims,
+                fps=config.validation.frame_rate,
             )
+        self.embeds, self.masks, self.negative, self.negative_mask = _encode_prompts(
+            model_dir, config.validation.prompts, config.validation.negative_prompt, device,
+            config.acceleration.load_text_encoder_in_8bit,
+        )
+        self.components: dict | None = None
 
     def _load_components(self) -> dict:
         if self.components is None:
@@ -146,12 +148,13 @@ def check_reference_size(width: int, height: int, factor: int) -> None:
 
 
 def load_reference_videos(
-    paths: list[str] | None, prompts: list[str], width: int, height: int, frames: int
+    paths: list[str] | None, prompts: list[str], width: int, height: int, frames: int, fps: float | None = None
 ) -> list[np.ndarray]:
-    """Each prompt's reference video (`validation.reference_videos`, one per prompt) as its first
-    `frames` frames [F, height, width, 3] uint8, resized and centre-cropped like the training clips.
+    """Each prompt's reference video (`validation.reference_videos`, one per prompt) as [frames, height,
+    width, 3] uint8, cut and resized as preprocess cuts a training clip and its reference (`load_clip`
+    at the validation frame rate), so the reference runs in step with the video rendered beside it.
 
-    Read before training starts, so a missing or unreadable file stops the run at once, named."""
+    Read before training starts, so a missing, unreadable or short file stops the run at once, named."""
     if not paths or len(paths) != len(prompts):
         raise ConfigError(
             f"conditioning.mode is reference_video: validation.reference_videos needs one video per validation "
@@ -161,17 +164,15 @@ def load_reference_videos(
     videos = []
     for index, path in enumerate(paths):
         try:
-            videos.append(resize_and_crop(read_frames(path, count=frames), width, height))
+            videos.append(load_clip(path, width, height, frames, fps)[0])
         except MediaError as error:  # the message names the file and the reason
             raise ConfigError(f"validation.reference_videos[{index}]: {error}") from None
     return videos
 
 
 def side_by_side(reference: np.ndarray, result: np.ndarray) -> np.ndarray:
-    """[F, H, 2W, 3]: the reference on the left, the result on the right; a reference shorter than the
-    result holds its last frame."""
-    shown = reference[np.minimum(np.arange(result.shape[0]), reference.shape[0] - 1)]
-    return np.concatenate([shown, result], axis=2)
+    """[F, H, 2W, 3]: the reference on the left, the result on the right (both [F, H, W, 3])."""
+    return np.concatenate([reference, result], axis=2)
 
 
 def _encode_prompts(
