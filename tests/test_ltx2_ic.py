@@ -35,13 +35,9 @@ from ltxtrainer.preprocess import preprocess_dataset
 from ltxtrainer.reference import compute_references
 from ltxtrainer.synthetic import scene_frames
 from ltxtrainer.training import checkpoints
+from ltxtrainer.training.reference_videos import load_reference_videos
 from ltxtrainer.training.trainer import run_training
-from ltxtrainer.training.validation_ltx2 import (
-    LTX2Validation,
-    check_reference_size,
-    load_reference_videos,
-    write_video_with_audio,
-)
+from ltxtrainer.training.validation_ltx2 import LTX2Validation, check_reference_size, write_video_with_audio
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "configs" / "ltx2_lora_24gb_template.yaml"

@@ -22,7 +22,7 @@ from diffusers import (
 )
 
 from ltxtrainer.config import ConfigError, TrainerConfig
-from ltxtrainer.data import PrecomputedDataset
+from ltxtrainer.data import PrecomputedDataset, reference_conditioning
 from ltxtrainer.data import collate as collate  # the family's batch is today's collate
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.training import flow_matching
@@ -145,11 +145,6 @@ def encode_prompts(
 # ---------------------------------------------------------------- the family interface
 
 
-def trains_with_reference(config: TrainerConfig) -> bool:
-    """An IC-LoRA run (`conditioning.mode: reference_video`; older configs have no conditioning section)."""
-    return config.conditioning is not None and config.conditioning.mode == "reference_video"
-
-
 def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> PrecomputedDataset:
     """Latents with T5 prompt embeddings, and each clip's reference latents in an IC-LoRA run; 0.9 has
     no audio stream."""
@@ -158,18 +153,16 @@ def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> Precomp
             "model.with_audio: true needs an LTX-2 model; LTX-Video 0.9 has no audio stream. "
             "Set model.with_audio: false or choose an LTX-2 model folder."
         )
-    reference_dir = None
-    if trains_with_reference(config):
-        if config.conditioning.reference_downscale_factor != 1:
-            raise ConfigError(
-                f"conditioning.reference_downscale_factor: {config.conditioning.reference_downscale_factor} needs an "
-                "LTX-2 model; LTX-Video 0.9 IC-LoRA references have their clip's own size. Set it to 1 (and "
-                "preprocess the references without --reference-downscale) or choose an LTX-2 model folder."
-            )
-        reference_dir = config.conditioning.reference_dir_name
+    conditioning = reference_conditioning(config)
+    if conditioning is not None and conditioning.reference_downscale_factor != 1:
+        raise ConfigError(
+            f"conditioning.reference_downscale_factor: {conditioning.reference_downscale_factor} needs an "
+            "LTX-2 model; LTX-Video 0.9 IC-LoRA references have their clip's own size. Set it to 1 (and "
+            "preprocess the references without --reference-downscale) or choose an LTX-2 model folder."
+        )
     return PrecomputedDataset(
         config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels,
-        reference_dir_name=reference_dir,
+        reference_dir_name=conditioning.reference_dir_name if conditioning else None,
     )
 
 
