@@ -200,21 +200,7 @@ def training_loss(
     noisy, timesteps, target, loss_mask = flow_matching.noisy_inputs(
         to_device(latents), to_device(noise), to_device(sigmas), clean_tokens
     )
-    if "reference_latents" in batch:  # IC-LoRA: the target's velocity, predicted beside its clean reference
-        prediction = predict_with_reference(
-            model,
-            to_device(batch["reference_latents"], dtype),
-            hidden_states=noisy.to(dtype),
-            encoder_hidden_states=to_device(batch["prompt_embeds"], dtype),
-            timestep=timesteps,
-            encoder_attention_mask=to_device(batch["prompt_attention_mask"]),
-            num_frames=batch["num_frames"],
-            height=batch["height"],
-            width=batch["width"],
-            rope_interpolation_scale=batch_rope_interpolation_scale(batch["fps"], device),
-        )
-        return flow_matching.masked_mse(prediction, target, loss_mask)
-    prediction = model(
+    inputs = dict(
         hidden_states=noisy.to(dtype),
         encoder_hidden_states=to_device(batch["prompt_embeds"], dtype),
         timestep=timesteps,
@@ -223,8 +209,11 @@ def training_loss(
         height=batch["height"],
         width=batch["width"],
         rope_interpolation_scale=batch_rope_interpolation_scale(batch["fps"], device),
-        return_dict=False,
-    )[0]
+    )
+    if "reference_latents" in batch:  # IC-LoRA: the target's velocity, predicted beside its clean reference
+        prediction = predict_with_reference(model, to_device(batch["reference_latents"], dtype), **inputs)
+        return flow_matching.masked_mse(prediction, target, loss_mask)
+    prediction = model(**inputs, return_dict=False)[0]
     if not clean_tokens:  # every token counts: the masked mean is the plain mean, in fewer ops
         return torch.nn.functional.mse_loss(prediction.float(), target.float())
     return flow_matching.masked_mse(prediction, target, loss_mask)
