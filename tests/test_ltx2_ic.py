@@ -215,6 +215,25 @@ def test_a_sample_without_reference_or_with_another_factor_is_refused_at_start(t
         ltx2.open_dataset(config_from_dict(ic_config(tiny_ltx2_dir, data, tmp_path)), transformer)
 
 
+def test_a_reference_file_without_its_factor_is_judged_by_its_size(tiny_ltx2_dir, ic_dataset, tmp_path):
+    """Reference latents written without `downscale_factor` (Lightricks' trainers record none) train
+    when their size is the clip's at 1/N, and are refused by size, naming both, when it is not."""
+    data = tmp_path / "数据 keyless"
+    shutil.copytree(ic_dataset / ".precomputed", data / ".precomputed")
+    for path in (data / ".precomputed" / HALF_DIR).glob("*.pt"):
+        stored = torch.load(path, weights_only=True)
+        del stored["downscale_factor"]
+        torch.save(stored, path)
+    transformer = ltx2.load_transformer(tiny_ltx2_dir)
+    half = ltx2.open_dataset(config_from_dict(ic_config(tiny_ltx2_dir, data, tmp_path, factor=2)), transformer)
+    assert half[0]["reference_downscale_factor"] == 2 and half[0]["reference_latents"].shape[0] == 3 * 1 * 1
+
+    full = ic_config(tiny_ltx2_dir, data, tmp_path, factor=1)
+    full["conditioning"]["reference_latents_dir"] = HALF_DIR
+    with pytest.raises(DatasetError, match=r"clip0\.pt.*3x1x1.*clip0\.pt has 3x2x2; at reference downscale factor 1"):
+        ltx2.open_dataset(config_from_dict(full), transformer)
+
+
 def test_validation_references_must_match_the_prompts_and_exist(ic_dataset, tmp_path) -> None:
     reference = str(reference_video(ic_dataset, 0))
     with pytest.raises(ConfigError, match=r"validation.reference_videos needs one video per validation prompt \(2\)"):
