@@ -104,22 +104,24 @@ REFERENCES = {
 }
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dataset")
+def write_clips(root: Path, with_references: bool) -> Path:
+    """Three precomputed 2x2x2-latent clips at CLIP_FPS, each with its reference latents when asked
+    (as preprocess --reference-dir writes them)."""
     for index, fps in enumerate(CLIP_FPS):
         write_sample(root, f"clip{index}", frames=2, height=2, width=2, seed=index, text_length=TEXT_LENGTH, fps=fps)
+        if with_references:
+            write_reference(root, f"clip{index}", frames=2, height=2, width=2, seed=index)
     return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_clips(tmp_path_factory.mktemp("dataset"), with_references=False)
 
 
 @pytest.fixture(scope="module")
 def ic_dataset(tmp_path_factory) -> Path:
-    """The dataset above with each clip's reference latents, as preprocess --reference-dir writes them."""
-    root = tmp_path_factory.mktemp("ic dataset")
-    for index, fps in enumerate(CLIP_FPS):
-        write_sample(root, f"clip{index}", frames=2, height=2, width=2, seed=index, text_length=TEXT_LENGTH, fps=fps)
-        write_reference(root, f"clip{index}", frames=2, height=2, width=2, seed=index)
-    return root
+    return write_clips(tmp_path_factory.mktemp("ic dataset"), with_references=True)
 
 
 @pytest.fixture(scope="module")
