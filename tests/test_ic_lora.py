@@ -243,13 +243,23 @@ def test_every_denoising_step_sees_the_encoded_reference_clean_also_with_a_first
         assert (timestep[:, :tokens] == 0).all() and (timestep[:, tokens:].amax(dim=1) > 0).all()
 
 
+def short_video(path: Path) -> Path:
+    """A 5-frame reference: shorter than the 9 frames validation renders, so it is refused, not held."""
+    from ltxtrainer.media import write_video
+    from ltxtrainer.synthetic import scene_frames
+
+    return write_video(path, scene_frames(64, 64, 5, 0), 24.0)
+
+
 @pytest.mark.parametrize(
     ("videos", "message"),
     [
         (lambda paths: paths[:1], r"validation\.reference_videos needs one video per validation prompt \(2\), got 1"),
         (lambda paths: [paths[0], paths[1].with_name("gone.mp4")], r"validation\.reference_videos\[1\]: .*gone\.mp4"),
+        (lambda paths: [paths[0], short_video(paths[1].with_name("short.mp4"))],
+         r"validation\.reference_videos\[1\]: .*short\.mp4: has 5 frames at 24 fps, needs 9"),
     ],
-    ids=["one-for-two-prompts", "missing-file"],
+    ids=["one-for-two-prompts", "missing-file", "too-short"],
 )
 def test_wrong_validation_references_stop_the_run_before_training_naming_the_field(
     tiny_model_dir, ic_data, reference_videos, tmp_path, videos, message
