@@ -6,8 +6,11 @@ latent frame/height/width and fps, `.precomputed/conditions/<media>.pt` the T5 e
 Its releases before late May 2025 named them flat, `latents/latent_00000000.pt` beside
 `conditions/condition_00000000.pt`, and the earliest wrote no fps; both are read too.
 
-An IC-LoRA run (`conditioning.mode: reference_video`) also reads `.precomputed/<reference dir>/<media>.pt`,
-the reference video's latents in the latents layout (the reference trainer's `reference_latents/`).
+An IC-LoRA run (`conditioning.mode: reference_video`, see `reference_conditioning`) also reads
+`.precomputed/<reference dir>/<media>.pt`, the reference video's latents in the latents layout (the
+reference trainer's `reference_latents/`), for both families: LTX-Video 0.9 references have their
+clip's latent size; LTX-2 ones may be encoded at 1/N of its width and height (N recorded in the file
+as `downscale_factor`).
 
 Batches are drawn from one bucket at a time (the reference trainer handles a single bucket), and
 the order is a pure function of (seed, epoch): resuming at step k replays exactly the batches an
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ltxtrainer.config import ConditioningConfig, TrainerConfig
 from ltxtrainer.progress import say
 
 Bucket = tuple  # latent (frames, height, width), and the fps where a family batches by it (LTX-2)
@@ -29,6 +33,8 @@ Bucket = tuple  # latent (frames, height, width), and the fps where a family bat
 # What a 0.9 conditions file holds, and the dtype each is trained in.
 T5_CONDITIONS: dict[str, torch.dtype] = {"prompt_embeds": torch.float32, "prompt_attention_mask": torch.bool}
 AUDIO_LATENTS_DIR = "audio_latents"
+# The key preprocess writes into a reference latents file: the N of a reference encoded at W/N x H/N.
+REFERENCE_DOWNSCALE_KEY = "downscale_factor"
 
 
 # A file without fps gets the frame rate LTXPipeline generates at by default; only the temporal
@@ -40,6 +46,13 @@ _LEGACY_LATENT_PREFIX, _LEGACY_CONDITION_PREFIX = "latent_", "condition_"
 
 class DatasetError(ValueError):
     """The precomputed data cannot be used; the message says which file and why."""
+
+
+def reference_conditioning(config: TrainerConfig) -> ConditioningConfig | None:
+    """The `conditioning` section of an IC-LoRA run (`mode: reference_video`), else None (the section
+    is optional: configs of the older schema have none). Both families ask this one question."""
+    conditioning = config.conditioning
+    return conditioning if conditioning is not None and conditioning.mode == "reference_video" else None
 
 
 def find_precomputed_root(root: str | Path) -> Path:
@@ -77,7 +90,7 @@ class Sample:
     bucket: Bucket
     audio_latents_path: Path | None = None
     fps: float = DEFAULT_FPS  # as the file records it; DEFAULT_FPS for files written without one
-    reference_latents_path: Path | None = None  # IC-LoRA: the reference video's latents, same size as the clip's
+    reference_latents_path: Path | None = None  # IC-LoRA: the reference video's latents (clip size / downscale factor)
 
 
 class PrecomputedDataset(torch.utils.data.Dataset):
@@ -89,7 +102,8 @@ class PrecomputedDataset(torch.utils.data.Dataset):
     audio latents of `audio_channels` features in `audio_latents/` (LTX-2 joint training) and
     whether batches keep one frame rate (`bucket_by_fps`: LTX-2's transformer takes one fps a call)
     and, for an IC-LoRA run, the folder beside `latents/` that holds each sample's reference latents
-    (`reference_dir_name`; LTX-Video 0.9 references have the clip's own latent size).
+    (`reference_dir_name`) and the factor N they were encoded at (`reference_downscale_factor`: the
+    clip's frame count at 1/N of its latent height and width; 1, the clip's own size, for LTX-Video 0.9).
     """
 
     def __init__(
@@ -100,6 +114,7 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         audio_channels: int | None = None,
         bucket_by_fps: bool = False,
         reference_dir_name: str | None = None,
+        reference_downscale_factor: int = 1,
     ):
         self.root = find_precomputed_root(root)
         self.conditions = conditions
@@ -125,8 +140,11 @@ class PrecomputedDataset(torch.utils.data.Dataset):
                 f"reference trainer); training them as {DEFAULT_FPS:g} fps clips, the pipeline's default frame rate."
             )
         if reference_dir_name is not None:
-            samples = _with_references(samples, latents_dir, self.root / reference_dir_name, expected_channels)
+            samples = _with_references(
+                samples, latents_dir, self.root / reference_dir_name, reference_downscale_factor, expected_channels
+            )
         self.samples = samples
+        self.reference_downscale_factor = reference_downscale_factor
 
     @staticmethod
     def _bucket_of(path: Path, expected_channels: int | None) -> tuple[Bucket, float | None]:
@@ -178,32 +196,54 @@ class PrecomputedDataset(torch.utils.data.Dataset):
             item["audio_latents"] = load_precomputed(sample.audio_latents_path)["latents"].float()
         if sample.reference_latents_path is not None:
             item["reference_latents"] = load_precomputed(sample.reference_latents_path)["latents"].float()
+            item["reference_downscale_factor"] = self.reference_downscale_factor
         return item
 
 
 def _with_references(
-    samples: list[Sample], latents_dir: Path, reference_dir: Path, expected_channels: int | None
+    samples: list[Sample], latents_dir: Path, reference_dir: Path, factor: int, expected_channels: int | None
 ) -> list[Sample]:
     """Each sample paired with `reference_dir/<its relative name>`, checked at start: a clip without a
-    reference, or a reference of another size, names itself before the model loads."""
+    reference, or a reference of another size or factor, names itself before the model loads."""
     paths = [reference_dir / sample.latents_path.relative_to(latents_dir) for sample in samples]
     missing = [str(path.relative_to(reference_dir)) for path in paths if not path.is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        same_factor = f" (and the same --reference-downscale {factor})" if factor != 1 else ""
         raise DatasetError(
             f"conditioning.mode is reference_video, but {len(missing)} of {len(samples)} samples have no reference "
             f"latents in {reference_dir}: {shown}. Run scripts/preprocess_dataset.py with --reference-dir (the "
-            "folder of the reference videos), or remove those clips."
+            f"folder of the reference videos){same_factor}, or remove those clips."
         )
     for sample, path in zip(samples, paths, strict=True):
-        bucket, _ = PrecomputedDataset._bucket_of(path, expected_channels)
-        if bucket != sample.bucket[:3]:
-            raise DatasetError(
-                f"{path}: reference latents of {'x'.join(map(str, bucket))} latent frames/height/width, but its clip "
-                f"{sample.latents_path.name} has {'x'.join(map(str, sample.bucket[:3]))}; an LTX-Video 0.9 reference "
-                "must have its clip's size and length. Preprocess the clip and its reference together again."
-            )
+        _check_reference(path, sample, factor, expected_channels)
     return [replace(sample, reference_latents_path=path) for sample, path in zip(samples, paths, strict=True)]
+
+
+def _check_reference(path: Path, sample: Sample, factor: int, expected_channels: int | None) -> None:
+    """The reference has its clip's latent frame count at 1/`factor` of its latent height and width.
+
+    A file that records the factor it was encoded at (`REFERENCE_DOWNSCALE_KEY`) and differs from the
+    run's is refused by factor, with both fixes; a file without it (the reference trainers write none)
+    is judged by its size alone."""
+    recorded = load_precomputed(path, mmap=True).get(REFERENCE_DOWNSCALE_KEY)
+    if recorded is not None and int(recorded) != factor:
+        raise DatasetError(
+            f"{path} was precomputed with reference downscale factor {int(recorded)}, but this run has "
+            f"conditioning.reference_downscale_factor: {factor}. Set the field to {int(recorded)} or preprocess "
+            f"the references again with --reference-downscale {factor}."
+        )
+    bucket, _ = PrecomputedDataset._bucket_of(path, expected_channels)
+    frames, height, width = sample.bucket[:3]
+    expected = (frames, height // factor, width // factor)
+    if bucket != expected:
+        shape = "its clip's size and length" if factor == 1 else f"its clip's length at 1/{factor} of its size"
+        raise DatasetError(
+            f"{path}: reference latents of {'x'.join(map(str, bucket))} latent frames/height/width, but its clip "
+            f"{sample.latents_path.name} has {frames}x{height}x{width}; at reference downscale factor {factor} a "
+            f"reference must have {shape} ({'x'.join(map(str, expected))}). Preprocess the clip and its reference "
+            "together again."
+        )
 
 
 def _check_audio_latents(path: Path, channels: int) -> None:
@@ -241,7 +281,8 @@ def collate(items: list[dict]) -> dict:
     """Stack one bucket's samples; text embeddings of different lengths are padded with a False mask.
 
     A bucket fixes the latent size but not the frame rate, so `fps` stays one value per sample.
-    Reference latents (IC-LoRA) have their clip's size, so they stack like the latents.
+    Reference latents (IC-LoRA; 0.9 refuses a downscale factor) have their clip's size, so they stack
+    like the latents.
     """
     length = max(item["prompt_embeds"].shape[0] for item in items)
     embeds, masks = [], []

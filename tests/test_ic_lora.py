@@ -243,13 +243,23 @@ def test_every_denoising_step_sees_the_encoded_reference_clean_also_with_a_first
         assert (timestep[:, :tokens] == 0).all() and (timestep[:, tokens:].amax(dim=1) > 0).all()
 
 
+def short_video(path: Path) -> Path:
+    """A 5-frame reference: shorter than the 9 frames validation renders, so it is refused, not held."""
+    from ltxtrainer.media import write_video
+    from ltxtrainer.synthetic import scene_frames
+
+    return write_video(path, scene_frames(64, 64, 5, 0), 24.0)
+
+
 @pytest.mark.parametrize(
     ("videos", "message"),
     [
         (lambda paths: paths[:1], r"validation\.reference_videos needs one video per validation prompt \(2\), got 1"),
         (lambda paths: [paths[0], paths[1].with_name("gone.mp4")], r"validation\.reference_videos\[1\]: .*gone\.mp4"),
+        (lambda paths: [paths[0], short_video(paths[1].with_name("short.mp4"))],
+         r"validation\.reference_videos\[1\]: .*short\.mp4: has 5 frames at 24 fps, needs 9"),
     ],
-    ids=["one-for-two-prompts", "missing-file"],
+    ids=["one-for-two-prompts", "missing-file", "too-short"],
 )
 def test_wrong_validation_references_stop_the_run_before_training_naming_the_field(
     tiny_model_dir, ic_data, reference_videos, tmp_path, videos, message
@@ -302,3 +312,35 @@ def test_an_ic_run_trains_on_references_made_and_preprocessed_by_our_own_stages(
     result = run_training(config_from_dict(config))
     assert result.final_step == 2 and result.lora_path.is_file()
     assert len(sorted((output / "samples" / "step_000002").glob("*.mp4"))) == 1
+
+
+def test_a_batch_of_two_frame_rates_gives_each_sample_its_own_reference_positions(tiny_model_dir, tmp_path, transformer):
+    root = tmp_path / "data"
+    for index, fps in enumerate((24.0, 30.0)):
+        write_sample(root, f"clip{index}", FRAMES, HEIGHT, WIDTH, seed=index, fps=fps)
+        write_reference(root, f"clip{index}", FRAMES, HEIGHT, WIDTH, seed=index)
+    config = config_from_dict(ic_config(tiny_model_dir, root, tmp_path / "run"))
+    dataset = ltx_video.open_dataset(config, transformer)
+    batch = collate([dataset[0], dataset[1]])
+    inputs, _ = transformer_inputs(transformer, batch, config)
+    tokens, coords = FRAMES * HEIGHT * WIDTH, inputs["video_coords"]
+    assert not torch.equal(coords[0, 0], coords[1, 0])  # 8/24 and 8/30 per latent frame
+    scale = ltx_video.batch_rope_interpolation_scale(batch["fps"], CPU)
+    plain = transformer.rope(inputs["hidden_states"][:, tokens:], FRAMES, HEIGHT, WIDTH, scale)
+    given = transformer.rope(inputs["hidden_states"], video_coords=coords)
+    for plain_part, given_part in zip(plain, given, strict=True):
+        assert torch.equal(given_part[:, :tokens], plain_part) and torch.equal(given_part[:, tokens:], plain_part)
+
+
+def test_reference_videos_of_a_plain_run_are_said_to_be_unused(tiny_model_dir, ic_data, reference_videos, tmp_path, capsys):
+    from ltxtrainer.media import probe_video
+    from ltxtrainer.training.trainer import run_training
+
+    config = ic_config(
+        tiny_model_dir, ic_data, tmp_path / "run", validation=True,
+        **{"conditioning.mode": "none", "optimization.steps": 1, "validation.interval": 1,
+           "validation.reference_videos": [str(reference_videos[0])]},
+    )
+    run_training(config_from_dict(config))
+    assert "validation.reference_videos are not used" in capsys.readouterr().err
+    assert probe_video(tmp_path / "run" / "samples" / "step_000001" / "prompt_00_00.mp4").width == 64  # no reference

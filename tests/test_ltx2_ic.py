@@ -28,19 +28,16 @@ from safetensors.torch import load_file
 from ltxtrainer import export
 from ltxtrainer.config import ConfigError, config_from_dict
 from ltxtrainer.data import DatasetError
-from ltxtrainer.media import read_frames, resize_and_crop, write_video
+from ltxtrainer.media import read_frames
 from ltxtrainer.models import ltx2
 from ltxtrainer.models.tiny_ltx2 import VOCODER_SAMPLE_RATE, save_tiny_ltx2_model
-from ltxtrainer.precompute_ltx2 import ClipToEncode, precompute_ltx2_samples
+from ltxtrainer.preprocess import preprocess_dataset
+from ltxtrainer.reference import compute_references
 from ltxtrainer.synthetic import scene_frames
 from ltxtrainer.training import checkpoints
+from ltxtrainer.training.reference_videos import load_reference_videos
 from ltxtrainer.training.trainer import run_training
-from ltxtrainer.training.validation_ltx2 import (
-    LTX2Validation,
-    check_reference_size,
-    load_reference_videos,
-    write_video_with_audio,
-)
+from ltxtrainer.training.validation_ltx2 import LTX2Validation, check_reference_size, write_video_with_audio
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "configs" / "ltx2_lora_24gb_template.yaml"
@@ -51,52 +48,39 @@ CAPTION = "APT a bright square moves"
 HALF_DIR = "reference_latents_half"  # the same references precomputed at downscale factor 2
 
 
-def reference_frames(frames: np.ndarray) -> np.ndarray:
-    """A stand-in for a Canny/depth reference: the clip's inverted grey levels, as RGB."""
-    grey = frames.mean(axis=-1, keepdims=True).astype(np.uint8)
-    return np.repeat(255 - grey, 3, axis=-1)
-
-
-def write_reference_latents(model_dir: Path, reference: Path, output: Path, factor: int) -> None:
-    """What preprocess --reference-dir --reference-downscale N writes for one clip: the reference
-    resized to W/N x H/N, same frames, encoded and packed like latents/, with its factor."""
-    vae = ltx2.load_component(model_dir, "vae")
-    frames = resize_and_crop(read_frames(reference, count=CLIP_FRAMES), SIZE // factor, SIZE // factor)
-    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-    latents = ltx2.encode_video(vae, pixels)[0]
-    frames_latent, height, width = ltx2.latent_size(dict(vae.config), SIZE // factor, SIZE // factor, CLIP_FRAMES)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"latents": latents, "num_frames": frames_latent, "height": height, "width": width, "fps": CLIP_FPS,
-                "downscale_factor": factor}, output)
-
-
 @pytest.fixture(scope="module")
 def tiny_ltx2_dir(tmp_path_factory) -> Path:
     return save_tiny_ltx2_model(tmp_path_factory.mktemp("models") / "我的 models" / "tiny-ltx2")
 
 
+def reference_video(dataset: Path, index: int) -> Path:
+    """The reference video compute_references made for clip<index> of the `ic_dataset`."""
+    return dataset.parent / "references" / f"clip{index}_reference.mp4"
+
+
 @pytest.fixture(scope="module")
 def ic_dataset(tiny_ltx2_dir, tmp_path_factory) -> Path:
-    """Two clips with sound and their references, precomputed with audio; references at factor 1
-    (reference_latents/) and 2 (reference_latents_half/). Reference mp4s lie in <root>/references."""
+    """The user's IC data as the stages make it: two captioned clips with sound, their Canny references
+    (`reference.compute_references`), preprocessed for LTX-2 with --reference-dir at downscale 2 (kept
+    as reference_latents_half/) and then 1 (reference_latents/; only the references are re-encoded)."""
     root = tmp_path_factory.mktemp("data") / "数据 ic"
-    (root / "references").mkdir(parents=True)
-    clips = []
+    dataset = root / "片段 clips"
+    dataset.mkdir(parents=True)
     for index in range(2):
-        frames = scene_frames(SIZE, SIZE, CLIP_FRAMES, index)
         samples = int(CLIP_FRAMES / CLIP_FPS * VOCODER_SAMPLE_RATE) + VOCODER_SAMPLE_RATE // 10
         wave = torch.sin(torch.arange(samples) / VOCODER_SAMPLE_RATE * 2 * torch.pi * 330.0 * (index + 1))
-        clip = write_video_with_audio(root / f"clip{index}.mp4", frames, CLIP_FPS, 0.3 * wave.repeat(2, 1),
-                                      VOCODER_SAMPLE_RATE)
-        write_video(root / "references" / f"clip{index}_reference.mp4", reference_frames(frames), CLIP_FPS)
-        clips.append(ClipToEncode(clip, f"{CAPTION}, clip {index}", f"clip{index}"))
-    precomputed = root / ".precomputed"
-    precompute_ltx2_samples(tiny_ltx2_dir, clips, precomputed, SIZE, SIZE, CLIP_FRAMES, with_audio=True)
-    for index in range(2):
-        reference = root / "references" / f"clip{index}_reference.mp4"
-        write_reference_latents(tiny_ltx2_dir, reference, precomputed / "reference_latents" / f"clip{index}.pt", 1)
-        write_reference_latents(tiny_ltx2_dir, reference, precomputed / HALF_DIR / f"clip{index}.pt", 2)
-    return root
+        write_video_with_audio(dataset / f"clip{index}.mp4", scene_frames(SIZE, SIZE, CLIP_FRAMES, index), CLIP_FPS,
+                               0.3 * wave.repeat(2, 1), VOCODER_SAMPLE_RATE)
+        (dataset / f"clip{index}.txt").write_text(f"{CAPTION}, clip {index}", encoding="utf-8")
+    assert len(compute_references(dataset, root / "references", "canny").written) == 2
+    bucket = f"{SIZE}x{SIZE}x{CLIP_FRAMES}"
+    run = dict(device="cpu", reference_dir=root / "references")
+    assert len(preprocess_dataset(dataset, bucket, tiny_ltx2_dir, reference_downscale=2, **run).computed) == 2
+    precomputed = dataset / ".precomputed"
+    (precomputed / "reference_latents").rename(precomputed / HALF_DIR)
+    assert len(preprocess_dataset(dataset, bucket, tiny_ltx2_dir, reference_downscale=1, **run).computed) == 2
+    assert (precomputed / "audio_latents" / "clip0.pt").is_file()  # every clip has sound: joint data
+    return dataset
 
 
 def ic_config(model: Path, data: Path, output: Path, factor: int = 2, with_audio: bool = False, **changes) -> dict:
@@ -111,7 +95,7 @@ def ic_config(model: Path, data: Path, output: Path, factor: int = 2, with_audio
     config["optimization"]["steps"] = STEPS
     config["validation"].update(
         prompts=[CAPTION], video_dims=[SIZE, SIZE, VALIDATION_FRAMES], inference_steps=2,
-        reference_videos=[str(data / "references" / "clip0_reference.mp4")],
+        reference_videos=[str(reference_video(data, 0))],
     )
     config["checkpoints"]["interval"] = 2
     config["conditioning"] = {
@@ -231,14 +215,37 @@ def test_a_sample_without_reference_or_with_another_factor_is_refused_at_start(t
         ltx2.open_dataset(config_from_dict(ic_config(tiny_ltx2_dir, data, tmp_path)), transformer)
 
 
+def test_a_reference_file_without_its_factor_is_judged_by_its_size(tiny_ltx2_dir, ic_dataset, tmp_path):
+    """Reference latents written without `downscale_factor` (Lightricks' trainers record none) train
+    when their size is the clip's at 1/N, and are refused by size, naming both, when it is not."""
+    data = tmp_path / "数据 keyless"
+    shutil.copytree(ic_dataset / ".precomputed", data / ".precomputed")
+    for path in (data / ".precomputed" / HALF_DIR).glob("*.pt"):
+        stored = torch.load(path, weights_only=True)
+        del stored["downscale_factor"]
+        torch.save(stored, path)
+    transformer = ltx2.load_transformer(tiny_ltx2_dir)
+    half = ltx2.open_dataset(config_from_dict(ic_config(tiny_ltx2_dir, data, tmp_path, factor=2)), transformer)
+    assert half[0]["reference_downscale_factor"] == 2 and half[0]["reference_latents"].shape[0] == 3 * 1 * 1
+
+    full = ic_config(tiny_ltx2_dir, data, tmp_path, factor=1)
+    full["conditioning"]["reference_latents_dir"] = HALF_DIR
+    with pytest.raises(DatasetError, match=r"clip0\.pt.*3x1x1.*clip0\.pt has 3x2x2; at reference downscale factor 1"):
+        ltx2.open_dataset(config_from_dict(full), transformer)
+
+
 def test_validation_references_must_match_the_prompts_and_exist(ic_dataset, tmp_path) -> None:
-    reference = str(ic_dataset / "references" / "clip0_reference.mp4")
+    reference = str(reference_video(ic_dataset, 0))
     with pytest.raises(ConfigError, match=r"validation.reference_videos needs one video per validation prompt \(2\)"):
         load_reference_videos([reference], ["one", "two"], SIZE, SIZE, VALIDATION_FRAMES)
     with pytest.raises(ConfigError, match=r"validation.reference_videos\[1\].*missing\.mp4"):
         load_reference_videos([reference, str(tmp_path / "missing.mp4")], ["one", "two"], SIZE, SIZE, 9)
-    (frames,) = load_reference_videos([reference], ["one"], SIZE, SIZE, VALIDATION_FRAMES)
+    with pytest.raises(ConfigError, match=r"validation.reference_videos\[0\].*has 17 frames .* needs 25"):
+        load_reference_videos([reference], ["one"], SIZE, SIZE, 25)
+    (frames,) = load_reference_videos([reference], ["one"], SIZE, SIZE, VALIDATION_FRAMES, fps=CLIP_FPS / 2)
     assert frames.shape == (VALIDATION_FRAMES, SIZE, SIZE, 3)
+    every_other = read_frames(reference, count=2 * VALIDATION_FRAMES - 1)[::2]
+    assert np.array_equal(frames, every_other)  # at half the clip's rate: every other frame
     check_reference_size(768, 512, 4)  # 192x128
     with pytest.raises(ConfigError, match=r"704x480 .*factor 2.*352x240.*multiples of 64"):
         check_reference_size(704, 480, 2)
@@ -249,7 +256,7 @@ def test_validation_samples_with_the_reference_at_its_factor_and_saves_reference
 ) -> None:
     image = tmp_path / "第一帧 first.png"
     Image.fromarray(scene_frames(SIZE, SIZE, 1, 1)[0]).save(image)
-    references = [str(ic_dataset / "references" / f"clip{index}_reference.mp4") for index in range(2)]
+    references = [str(reference_video(ic_dataset, index)) for index in range(2)]
     config = config_from_dict(ic_config(
         tiny_ltx2_dir, ic_dataset, tmp_path, factor=2,
         validation={"prompts": [CAPTION, f"{CAPTION} from this image"], "images": [None, str(image)],
@@ -304,7 +311,7 @@ def test_ic_lora_trains_from_the_ltx2_template_and_its_files_record_the_referenc
     assert set(get_peft_model_state_dict(pipeline.transformer, adapter_name="ic")) == {
         key.removeprefix("transformer.") for key in uninterrupted
     }
-    reference = read_frames(ic_dataset / "references" / "clip1_reference.mp4", count=VALIDATION_FRAMES)
+    reference = read_frames(reference_video(ic_dataset, 1), count=VALIDATION_FRAMES)
     video, _ = pipeline(
         prompt=CAPTION, reference_conditions=[LTX2ReferenceCondition(frames=[Image.fromarray(f) for f in reference])],
         reference_downscale_factor=int(lora_metadata(comfy)[export.REFERENCE_DOWNSCALE_METADATA_KEY]),

@@ -9,7 +9,8 @@ dataloader workers. bf16 runs on the CPU, so all of this runs on CI.
 The reference LTX-Video-Trainer's shipped 2B configs are held here as data (their field values,
 written out) and must train unchanged but for the same paths and sizes. IC-LoRA configs
 (`conditioning.mode: reference_video`) get a dataset with reference latents and one reference video
-per validation prompt.
+per validation prompt; LTX-2 IC templates get LTX-2 data whose Canny references were made by
+compute_references and encoded at the template's downscale factor (2), as a user's data is.
 """
 
 from __future__ import annotations
@@ -103,22 +104,24 @@ REFERENCES = {
 }
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dataset")
+def write_clips(root: Path, with_references: bool) -> Path:
+    """Three precomputed 2x2x2-latent clips at CLIP_FPS, each with its reference latents when asked
+    (as preprocess --reference-dir writes them)."""
     for index, fps in enumerate(CLIP_FPS):
         write_sample(root, f"clip{index}", frames=2, height=2, width=2, seed=index, text_length=TEXT_LENGTH, fps=fps)
+        if with_references:
+            write_reference(root, f"clip{index}", frames=2, height=2, width=2, seed=index)
     return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_clips(tmp_path_factory.mktemp("dataset"), with_references=False)
 
 
 @pytest.fixture(scope="module")
 def ic_dataset(tmp_path_factory) -> Path:
-    """The dataset above with each clip's reference latents, as preprocess --reference-dir writes them."""
-    root = tmp_path_factory.mktemp("ic dataset")
-    for index, fps in enumerate(CLIP_FPS):
-        write_sample(root, f"clip{index}", frames=2, height=2, width=2, seed=index, text_length=TEXT_LENGTH, fps=fps)
-        write_reference(root, f"clip{index}", frames=2, height=2, width=2, seed=index)
-    return root
+    return write_clips(tmp_path_factory.mktemp("ic dataset"), with_references=True)
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +212,33 @@ def ltx2_dataset(tiny_ltx2_dir, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def ltx2_ic_dataset(tiny_ltx2_dir, ltx2_dataset, tmp_path_factory) -> Path:
+    """The LTX-2 dataset above with Canny references (`compute_references`) encoded at half the clips'
+    width and height (`precompute_ltx2_references`, what preprocess --reference-downscale 2 runs)."""
+    from ltxtrainer.precompute_ltx2 import ClipToEncode, precompute_ltx2_references
+    from ltxtrainer.reference import compute_references, reference_file_name
+
+    root = tmp_path_factory.mktemp("ltx2 ic") / "数据 clips"
+    shutil.copytree(ltx2_dataset, root)
+    references = root.parent / "参考 references"
+    assert len(compute_references(root, references, "canny").written) == len(CLIP_FPS)
+    clips = [
+        ClipToEncode(root / f"clip{index}.mp4", CAPTION, f"clip{index}",
+                     reference=references / reference_file_name(root / f"clip{index}.mp4"))
+        for index in range(len(CLIP_FPS))
+    ]
+    precompute_ltx2_references(tiny_ltx2_dir, clips, root / ".precomputed", 64, 64, 17, downscale_factor=2)
+    return root
+
+
+def dataset_fixture(template: Path, shipped: dict) -> str:
+    """The data a template's run needs: its family's, with references for an IC-LoRA template."""
+    if template.stem.startswith("ltx2_"):  # configs/ltx2_*.yaml: LTX-2 data with sound
+        return "ltx2_ic_dataset" if is_ic(shipped) else "ltx2_dataset"
+    return "ic_dataset" if is_ic(shipped) else "dataset"
+
+
 @pytest.mark.parametrize("template", SHIPPED, ids=[path.stem for path in SHIPPED])
 def test_every_shipped_template_trains_validates_and_resumes(request, tmp_path, template):
     shipped = yaml.safe_load(template.read_text(encoding="utf-8"))
@@ -218,7 +248,7 @@ def test_every_shipped_template_trains_validates_and_resumes(request, tmp_path, 
     # configs/ltx2_*.yaml are LTX-2 templates: the tiny LTX-2 model and LTX-2 data with sound.
     ltx2 = template.stem.startswith("ltx2_")
     tiny_model_dir = request.getfixturevalue("tiny_ltx2_dir" if ltx2 else "tiny_model_dir")
-    dataset = request.getfixturevalue("ltx2_dataset" if ltx2 else "ic_dataset" if is_ic(shipped) else "dataset")
+    dataset = request.getfixturevalue(dataset_fixture(template, shipped))
     output = tmp_path / "运行 run"
     references = request.getfixturevalue("reference_videos") if is_ic(shipped) else None
     assert_trains_validates_checkpoints_and_resumes(shrink(shipped, tiny_model_dir, dataset, output,

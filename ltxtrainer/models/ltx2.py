@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from diffusers import LTX2Pipeline
 
-from ltxtrainer.config import ConditioningConfig, TrainerConfig
-from ltxtrainer.data import DatasetError, PrecomputedDataset, load_precomputed
+from ltxtrainer.config import TrainerConfig
+from ltxtrainer.data import PrecomputedDataset, reference_conditioning
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.training import flow_matching
 
@@ -626,102 +626,23 @@ def load_transformer(
 
 
 def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> PrecomputedDataset:
-    """Video latents and connector outputs, plus `audio_latents/` when the run trains audio and the
-    references' latents in `reference_video` mode (`ReferenceDataset`).
+    """Video latents and connector outputs, plus `audio_latents/` when the run trains audio and each
+    clip's reference latents, encoded at 1/`reference_downscale_factor` of its size, in an IC-LoRA run.
 
     Batches keep one frame rate: the transformer takes one fps per call, and the audio length
     (25 latent frames a second) follows from frames and fps.
     """
     audio_channels = transformer.config.audio_in_channels if config.model.with_audio else None
-    options = dict(
+    conditioning = reference_conditioning(config)
+    return PrecomputedDataset(
+        config.data.preprocessed_data_root,
         expected_channels=transformer.config.in_channels,
         conditions=TEXT_CONDITIONS,
         audio_channels=audio_channels,
         bucket_by_fps=True,
+        reference_dir_name=conditioning.reference_dir_name if conditioning else None,
+        reference_downscale_factor=conditioning.reference_downscale_factor if conditioning else 1,
     )
-    conditioning = reference_conditioning(config)
-    if conditioning is not None:
-        return ReferenceDataset(
-            config.data.preprocessed_data_root, conditioning.reference_dir_name,
-            conditioning.reference_downscale_factor, **options,
-        )
-    return PrecomputedDataset(config.data.preprocessed_data_root, **options)
-
-
-def reference_conditioning(config: TrainerConfig) -> ConditioningConfig | None:
-    """The `conditioning` section of an IC-LoRA run (`mode: reference_video`), else None (the
-    section is optional: configs of the older schema have none)."""
-    conditioning = config.conditioning
-    return conditioning if conditioning is not None and conditioning.mode == "reference_video" else None
-
-
-# The key precompute writes into an LTX-2 reference file: the N of a reference encoded at W/N x H/N.
-REFERENCE_DOWNSCALE_KEY = "downscale_factor"
-
-
-class ReferenceDataset(PrecomputedDataset):
-    """The precomputed dataset of an IC-LoRA run: each item also holds its reference's latents.
-
-    `<root>/<reference_dir_name>/<name>.pt` has the latents file's layout (packed normalised
-    `latents`, `num_frames`, `height`, `width`) plus `downscale_factor` N: the reference was encoded
-    at 1/N of the clip's width and height, same frame count. Every sample is checked at start, so
-    a missing or mismatched reference names itself before the model loads, not at step 400.
-    """
-
-    def __init__(self, root: str | Path, reference_dir_name: str, downscale_factor: int, **options):
-        super().__init__(root, **options)
-        self.downscale_factor = downscale_factor
-        reference_dir = self.root / reference_dir_name
-        latents_dir = self.root / "latents"
-        self.reference_paths = [reference_dir / sample.latents_path.relative_to(latents_dir) for sample in self.samples]
-        missing = [path for path in self.reference_paths if not path.is_file()]
-        if missing:
-            names = ", ".join(str(path.relative_to(reference_dir)) for path in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise DatasetError(
-                f"conditioning.mode is reference_video but {len(missing)} of {len(self.samples)} samples have no "
-                f"reference latents in {reference_dir}: {names}{more}. Run scripts/preprocess_dataset.py with "
-                "--reference-dir (and the same --reference-downscale), or remove those clips."
-            )
-        for sample, path in zip(self.samples, self.reference_paths, strict=True):
-            self._check_reference(path, sample.bucket[:3], options.get("expected_channels"))
-
-    def _check_reference(self, path: Path, target: tuple[int, int, int], channels: int | None) -> None:
-        """The reference has the clip's frame count, 1/N of its latent height and width, and the
-        factor this run trains with (a file without the key is taken at its measured ratio)."""
-        data = load_precomputed(path, mmap=True)
-        missing = {"latents", "num_frames", "height", "width"} - set(data)
-        if missing:
-            raise DatasetError(f"{path} lacks {sorted(missing)}; was it written by preprocess --reference-dir?")
-        frames, height, width = int(data["num_frames"]), int(data["height"]), int(data["width"])
-        target_frames, target_height, target_width = target
-        recorded = int(data.get(REFERENCE_DOWNSCALE_KEY, target_height // max(height, 1)))
-        if recorded != self.downscale_factor:
-            raise DatasetError(
-                f"{path} was precomputed with reference downscale factor {recorded}, but this run has "
-                f"conditioning.reference_downscale_factor: {self.downscale_factor}. Set the field to {recorded} or "
-                f"preprocess the references again with --reference-downscale {self.downscale_factor}."
-            )
-        latents = data["latents"]
-        expected = (target_frames, target_height // recorded, target_width // recorded)
-        if (frames, height, width) != expected or latents.shape[0] != frames * height * width:
-            raise DatasetError(
-                f"{path}: reference latents of {frames}x{height}x{width} latent frames/height/width "
-                f"(shape {tuple(latents.shape)}), but its clip's {target_frames}x{target_height}x{target_width} at "
-                f"downscale factor {recorded} needs {expected[0]}x{expected[1]}x{expected[2]}; "
-                "preprocess the clip and its reference together again."
-            )
-        if channels is not None and latents.shape[1] != channels:
-            raise DatasetError(
-                f"{path}: reference latents have {latents.shape[1]} channels but the model expects {channels}; "
-                "was the reference preprocessed with another model?"
-            )
-
-    def __getitem__(self, index: int) -> dict:
-        item = super().__getitem__(index)
-        item["reference_latents"] = load_precomputed(self.reference_paths[index])["latents"].float()
-        item["reference_downscale_factor"] = self.downscale_factor
-        return item
 
 
 def collate(items: list[dict]) -> dict:

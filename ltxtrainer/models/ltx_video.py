@@ -22,7 +22,7 @@ from diffusers import (
 )
 
 from ltxtrainer.config import ConfigError, TrainerConfig
-from ltxtrainer.data import PrecomputedDataset
+from ltxtrainer.data import PrecomputedDataset, reference_conditioning
 from ltxtrainer.data import collate as collate  # the family's batch is today's collate
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.training import flow_matching
@@ -145,11 +145,6 @@ def encode_prompts(
 # ---------------------------------------------------------------- the family interface
 
 
-def trains_with_reference(config: TrainerConfig) -> bool:
-    """An IC-LoRA run (`conditioning.mode: reference_video`; older configs have no conditioning section)."""
-    return config.conditioning is not None and config.conditioning.mode == "reference_video"
-
-
 def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> PrecomputedDataset:
     """Latents with T5 prompt embeddings, and each clip's reference latents in an IC-LoRA run; 0.9 has
     no audio stream."""
@@ -158,18 +153,16 @@ def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> Precomp
             "model.with_audio: true needs an LTX-2 model; LTX-Video 0.9 has no audio stream. "
             "Set model.with_audio: false or choose an LTX-2 model folder."
         )
-    reference_dir = None
-    if trains_with_reference(config):
-        if config.conditioning.reference_downscale_factor != 1:
-            raise ConfigError(
-                f"conditioning.reference_downscale_factor: {config.conditioning.reference_downscale_factor} needs an "
-                "LTX-2 model; LTX-Video 0.9 IC-LoRA references have their clip's own size. Set it to 1 (and "
-                "preprocess the references without --reference-downscale) or choose an LTX-2 model folder."
-            )
-        reference_dir = config.conditioning.reference_dir_name
+    conditioning = reference_conditioning(config)
+    if conditioning is not None and conditioning.reference_downscale_factor != 1:
+        raise ConfigError(
+            f"conditioning.reference_downscale_factor: {conditioning.reference_downscale_factor} needs an "
+            "LTX-2 model; LTX-Video 0.9 IC-LoRA references have their clip's own size. Set it to 1 (and "
+            "preprocess the references without --reference-downscale) or choose an LTX-2 model folder."
+        )
     return PrecomputedDataset(
         config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels,
-        reference_dir_name=reference_dir,
+        reference_dir_name=conditioning.reference_dir_name if conditioning else None,
     )
 
 
@@ -207,21 +200,7 @@ def training_loss(
     noisy, timesteps, target, loss_mask = flow_matching.noisy_inputs(
         to_device(latents), to_device(noise), to_device(sigmas), clean_tokens
     )
-    if "reference_latents" in batch:  # IC-LoRA: the target's velocity, predicted beside its clean reference
-        prediction = predict_with_reference(
-            model,
-            to_device(batch["reference_latents"], dtype),
-            hidden_states=noisy.to(dtype),
-            encoder_hidden_states=to_device(batch["prompt_embeds"], dtype),
-            timestep=timesteps,
-            encoder_attention_mask=to_device(batch["prompt_attention_mask"]),
-            num_frames=batch["num_frames"],
-            height=batch["height"],
-            width=batch["width"],
-            rope_interpolation_scale=batch_rope_interpolation_scale(batch["fps"], device),
-        )
-        return flow_matching.masked_mse(prediction, target, loss_mask)
-    prediction = model(
+    inputs = dict(
         hidden_states=noisy.to(dtype),
         encoder_hidden_states=to_device(batch["prompt_embeds"], dtype),
         timestep=timesteps,
@@ -230,8 +209,11 @@ def training_loss(
         height=batch["height"],
         width=batch["width"],
         rope_interpolation_scale=batch_rope_interpolation_scale(batch["fps"], device),
-        return_dict=False,
-    )[0]
+    )
+    if "reference_latents" in batch:  # IC-LoRA: the target's velocity, predicted beside its clean reference
+        prediction = predict_with_reference(model, to_device(batch["reference_latents"], dtype), **inputs)
+        return flow_matching.masked_mse(prediction, target, loss_mask)
+    prediction = model(**inputs, return_dict=False)[0]
     if not clean_tokens:  # every token counts: the masked mean is the plain mean, in fewer ops
         return torch.nn.functional.mse_loss(prediction.float(), target.float())
     return flow_matching.masked_mse(prediction, target, loss_mask)

@@ -13,7 +13,8 @@ call, and the trainer's model runs without autocast), and a VAE with timestep co
 with the noise diffusers' examples use.
 
 An IC-LoRA run (`conditioning.mode: reference_video`) reads each prompt's `validation.reference_videos`
-entry before training (a wrong count or an unreadable file stops the run at once, named), encodes it
+entry before training (`reference_videos.load_reference_videos`, at the source frame rate as 0.9's
+preprocess cuts references; a wrong count, a missing or short file stops the run at once, named), encodes it
 once with the VAE as preprocess encodes the training references, and renders through diffusers' own
 pipelines with `ltx_video.ReferenceConditionedTransformer` as their transformer: the reference's clean
 tokens join every denoising step as in training. Each mp4 shows reference | result side by side.
@@ -29,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ltxtrainer.config import ConfigError, TrainerConfig, ValidationConfig
-from ltxtrainer.data import PrecomputedDataset, load_precomputed
-from ltxtrainer.media import MediaError, read_frames, resize_and_crop
+from ltxtrainer.config import TrainerConfig, ValidationConfig
+from ltxtrainer.data import PrecomputedDataset, load_precomputed, reference_conditioning
+from ltxtrainer.progress import say
+from ltxtrainer.training.reference_videos import load_reference_videos, side_by_side
 
 # diffusers' LTX examples decode 0.9.1+ VAEs (timestep-conditioned decoders) with a little noise.
 DECODE_TIMESTEP = 0.05
@@ -102,15 +104,17 @@ class LTXVideoValidation:
         self, model_dir: Path, config: TrainerConfig, dataset: PrecomputedDataset, device: torch.device,
         dtype: torch.dtype,
     ):
-        from ltxtrainer.models import ltx_video
 
         self.model_dir, self.validation, self.device, self.dtype = model_dir, config.validation, device, dtype
         # Read before T5 loads: a wrong reference list should cost the user seconds, not a model load.
-        self.reference_videos = (
-            load_reference_videos(config.validation.reference_videos, config.validation.prompts,
-                                  *config.validation.video_dims)
-            if ltx_video.trains_with_reference(config) else None
-        )
+        self.reference_videos = None
+        if reference_conditioning(config) is not None:
+            self.reference_videos = load_reference_videos(
+                config.validation.reference_videos, config.validation.prompts, *config.validation.video_dims
+            )
+        elif config.validation.reference_videos:
+            # The reference trainer would feed them to a LoRA never trained with references; we say so instead.
+            say("validation.reference_videos are not used: conditioning.mode is not reference_video (IC-LoRA).")
         self.inputs = encode_validation_prompts(
             str(model_dir), config.validation, device, dataset_text_length(dataset),
             config.acceleration.load_text_encoder_in_8bit,
@@ -133,35 +137,6 @@ class LTXVideoValidation:
         )
 
 
-def load_reference_videos(
-    paths: list[str] | None, prompts: list[str], width: int, height: int, frames: int
-) -> list[np.ndarray]:
-    """Each prompt's reference video (`validation.reference_videos`, one per prompt) as its first `frames`
-    frames [F, height, width, 3] uint8, resized and centre-cropped as preprocess cuts the training clips.
-
-    An LTX-Video 0.9 reference has its target's size and length (as in training), so a shorter video
-    is refused rather than stretched."""
-    if not paths or len(paths) != len(prompts):
-        raise ConfigError(
-            f"conditioning.mode is reference_video: validation.reference_videos needs one video per validation "
-            f"prompt ({len(prompts)}), got {len(paths or [])}. Give each prompt the reference (edges, depth, "
-            "pose...) its result should follow, or turn validation off (validation.interval: null)."
-        )
-    videos = []
-    for index, path in enumerate(paths):
-        try:
-            video = read_frames(path, count=frames)
-        except MediaError as error:  # the message names the file and the reason
-            raise ConfigError(f"validation.reference_videos[{index}]: {error}") from None
-        if len(video) < frames:
-            raise ConfigError(
-                f"validation.reference_videos[{index}]: {path} has {len(video)} frames, but validation.video_dims "
-                f"asks for {frames}; use a longer reference or fewer frames."
-            )
-        videos.append(resize_and_crop(video, width, height))
-    return videos
-
-
 def encode_reference_videos(vae: torch.nn.Module, videos: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
     """Packed, normalised latents [1, tokens, C] of each reference, encoded as preprocess encodes the
     training references (`preprocess.encode_frames`), once per run; kept on the CPU between renders."""
@@ -173,11 +148,6 @@ def encode_reference_videos(vae: torch.nn.Module, videos: list[np.ndarray], devi
         return [encode_frames(vae, video)[None].cpu() for video in videos]
     finally:
         vae.to(vae_device)
-
-
-def side_by_side(reference: np.ndarray, result: np.ndarray) -> np.ndarray:
-    """[F, H, 2W, 3]: the reference on the left, the result on the right."""
-    return np.concatenate([reference[: len(result)], result], axis=2)
 
 
 def load_first_frame(path: str, width: int, height: int):

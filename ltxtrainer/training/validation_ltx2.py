@@ -6,8 +6,9 @@ occupy the GPU. At each render the pipeline gets those embeddings, runs the conn
 returns frames and a vocoder waveform; both go into one mp4 (H.264 + AAC) written with PyAV.
 A first-frame image turns the render into `LTX2ImageToVideoPipeline`. An IC-LoRA run
 (`conditioning.mode: reference_video`) renders with `LTX2InContextPipeline`, each prompt guided by
-its `validation.reference_videos` entry encoded at 1/`reference_downscale_factor` of the size (as the
-training references were), and saves the reference beside the result (reference | result).
+its `validation.reference_videos` entry (`reference_videos.load_reference_videos` at the validation
+frame rate, as LTX-2's preprocess cuts references) encoded at 1/`reference_downscale_factor` of the
+size (as the training references were), and saves the reference beside the result (reference | result).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch
 from PIL import Image
 
 from ltxtrainer.config import ConfigError, TrainerConfig
-from ltxtrainer.media import MediaError, read_frames, resize_and_crop
+from ltxtrainer.data import reference_conditioning
 from ltxtrainer.models import ltx2
+from ltxtrainer.training.reference_videos import load_reference_videos, side_by_side
 from ltxtrainer.training.validation import load_first_frame
 
 AUDIO_CODEC = "aac"
@@ -37,19 +39,21 @@ class LTX2Validation:
 
     def __init__(self, model_dir: Path, config: TrainerConfig, device: torch.device, dtype: torch.dtype):
         self.model_dir, self.validation, self.device, self.dtype = model_dir, config.validation, device, dtype
-        self.embeds, self.masks, self.negative, self.negative_mask = _encode_prompts(
-            model_dir, config.validation.prompts, config.validation.negative_prompt, device,
-            config.acceleration.load_text_encoder_in_8bit,
-        )
-        self.components: dict | None = None
-        conditioning = ltx2.reference_conditioning(config)
+        # References first: a wrong one stops the run before Gemma (12 B) loads.
+        conditioning = reference_conditioning(config)
         self.reference_downscale_factor = conditioning.reference_downscale_factor if conditioning else 1
         self.references = None
         if conditioning:
             check_reference_size(*config.validation.video_dims[:2], self.reference_downscale_factor)
             self.references = load_reference_videos(
-                config.validation.reference_videos, config.validation.prompts, *config.validation.video_dims
+                config.validation.reference_videos, config.validation.prompts, *config.validation.video_dims,
+                fps=config.validation.frame_rate,
             )
+        self.embeds, self.masks, self.negative, self.negative_mask = _encode_prompts(
+            model_dir, config.validation.prompts, config.validation.negative_prompt, device,
+            config.acceleration.load_text_encoder_in_8bit,
+        )
+        self.components: dict | None = None
 
     def _load_components(self) -> dict:
         if self.components is None:
@@ -143,35 +147,6 @@ def check_reference_size(width: int, height: int, factor: int) -> None:
             f"reference would be encoded at {width / factor:g}x{height / factor:g}, off the VAE's "
             f"{VAE_PIXEL_GRID}-pixel grid. Use a width and height that are multiples of {VAE_PIXEL_GRID * factor}."
         )
-
-
-def load_reference_videos(
-    paths: list[str] | None, prompts: list[str], width: int, height: int, frames: int
-) -> list[np.ndarray]:
-    """Each prompt's reference video (`validation.reference_videos`, one per prompt) as its first
-    `frames` frames [F, height, width, 3] uint8, resized and centre-cropped like the training clips.
-
-    Read before training starts, so a missing or unreadable file stops the run at once, named."""
-    if not paths or len(paths) != len(prompts):
-        raise ConfigError(
-            f"conditioning.mode is reference_video: validation.reference_videos needs one video per validation "
-            f"prompt ({len(prompts)}), got {len(paths or [])}. Give each prompt the reference (edges, depth, "
-            "pose...) its IC-LoRA result should follow, or turn validation off (validation.interval: null)."
-        )
-    videos = []
-    for index, path in enumerate(paths):
-        try:
-            videos.append(resize_and_crop(read_frames(path, count=frames), width, height))
-        except MediaError as error:  # the message names the file and the reason
-            raise ConfigError(f"validation.reference_videos[{index}]: {error}") from None
-    return videos
-
-
-def side_by_side(reference: np.ndarray, result: np.ndarray) -> np.ndarray:
-    """[F, H, 2W, 3]: the reference on the left, the result on the right; a reference shorter than the
-    result holds its last frame."""
-    shown = reference[np.minimum(np.arange(result.shape[0]), reference.shape[0] - 1)]
-    return np.concatenate([shown, result], axis=2)
 
 
 def _encode_prompts(
