@@ -567,3 +567,22 @@ def test_folder_check_names_ltx2_5_and_what_its_folder_lacks(tmp_path: Path) -> 
     assert len(problems) == 2, problems
     assert "missing subfolder duration_head/" in problems[1]
     assert "Gemma9ForConditionalGeneration" in problems[0] and "pip install -U transformers" in problems[0]
+
+
+def test_the_step_unwraps_the_model_once_per_wrapper_and_keeps_no_finished_model_alive(monkeypatch) -> None:
+    import gc
+    import weakref
+
+    import accelerate.utils
+
+    calls = []
+    real = accelerate.utils.extract_model_from_parallel
+    monkeypatch.setattr(accelerate.utils, "extract_model_from_parallel", lambda model: calls.append(model) or real(model))
+    base = torch.nn.Linear(2, 2)
+    wrapper = torch.nn.DataParallel(base)  # on a CPU it only holds the module, as DDP does
+    assert [ltx2.unwrapped(wrapper) for _ in range(3)] == [base] * 3
+    assert calls == [wrapper]  # accelerate walks all modules: once per run, not every step
+    finished = weakref.ref(base)
+    del wrapper, base, calls[:]
+    gc.collect()
+    assert finished() is None  # the lookup holds neither the wrapper nor the model
