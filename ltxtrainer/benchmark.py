@@ -207,22 +207,26 @@ def random_batch(
 def _random_ltx2_batch(
     shape: dict, width: int, height: int, frames: int, batch_size: int, generator: torch.Generator, with_audio: bool,
 ) -> dict:
+    """Random samples in the precomputed layout, batched by `ltx2.collate` as the trainer's loader does."""
     latent_frames, latent_height, latent_width = ltx_video.latent_size(width, height, frames)
     tokens = latent_frames * latent_height * latent_width
     # the connector outputs the transformer reads: caption width for LTX-2.0 (it projects them), stream widths for 2.3
     video_text = shape["caption_channels"] if shape["use_prompt_embeddings"] else shape["cross_attention_dim"]
     audio_text = shape["caption_channels"] if shape["use_prompt_embeddings"] else shape["audio_cross_attention_dim"]
-    mask = torch.ones(batch_size, LTX2_TEXT_TOKENS, dtype=torch.long)  # the registers fill every position
     audio_tokens = ltx2_audio_tokens(frames, True)
-    return {
-        "latents": torch.randn(batch_size, tokens, shape["in_channels"], generator=generator),
-        "num_frames": latent_frames, "height": latent_height, "width": latent_width, "fps": LTX2_FPS,
-        "video_text": torch.randn(batch_size, LTX2_TEXT_TOKENS, video_text, generator=generator),
-        "audio_text": torch.randn(batch_size, LTX2_TEXT_TOKENS, audio_text, generator=generator),
-        "text_mask": mask,
-        "audio_latents": torch.randn(batch_size, audio_tokens, shape["audio_in_channels"], generator=generator)
-        if with_audio else None,
-    }
+    items = []
+    for _ in range(batch_size):
+        item = {
+            "latents": torch.randn(tokens, shape["in_channels"], generator=generator),
+            "num_frames": latent_frames, "height": latent_height, "width": latent_width, "fps": LTX2_FPS,
+            # the registers fill every position of the 1024 caption tokens
+            "video_embeds": torch.randn(LTX2_TEXT_TOKENS, video_text, generator=generator),
+            "audio_embeds": torch.randn(LTX2_TEXT_TOKENS, audio_text, generator=generator),
+        }
+        if with_audio:
+            item["audio_latents"] = torch.randn(audio_tokens, shape["audio_in_channels"], generator=generator)
+        items.append(item)
+    return ltx2.collate(items)
 
 
 def trainer_config(options: BenchmarkOptions) -> TrainerConfig:
