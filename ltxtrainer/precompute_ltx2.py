@@ -140,20 +140,8 @@ def precompute_ltx2_samples(
                 raise _missing_audio(clip.path)
             audio_latents = ltx2.encode_audio(audio_vae, waveform[None], duration)[0]
             _save({"latents": audio_latents.float().cpu()}, root / AUDIO_LATENTS_DIR / f"{clip.name}.pt")
-        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-        latents = ltx2.encode_video(vae, pixels)[0]
-        latent_frames, latent_height, latent_width = ltx2.latent_size(dict(vae.config), width, height, num_frames)
         path = root / "latents" / f"{clip.name}.pt"
-        _save(
-            {
-                "latents": latents.float().cpu(),
-                "num_frames": latent_frames,
-                "height": latent_height,
-                "width": latent_width,
-                "fps": float(clip_fps),
-            },
-            path,
-        )
+        _save(_video_record(vae, frames, clip_fps, width, height, num_frames), path)
         written.append(path)
     return written
 
@@ -185,26 +173,26 @@ def precompute_ltx2_references(
     written = []
     for clip in clips:
         frames, reference_fps = load_clip(clip.reference, reference_width, reference_height, num_frames, fps)
-        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-        latent_frames, latent_height, latent_width = ltx2.latent_size(
-            dict(vae.config), reference_width, reference_height, num_frames
-        )
         path = root / REFERENCE_LATENTS_DIR / f"{clip.name}.pt"
-        _save(
-            {
-                "latents": ltx2.encode_video(vae, pixels)[0].float().cpu(),
-                "num_frames": latent_frames,
-                "height": latent_height,
-                "width": latent_width,
-                "fps": float(reference_fps),
-                # The trainer places these tokens on the target's grid scaled by N, and validation
-                # must shrink its reference videos alike; both read N from here.
-                "downscale_factor": downscale_factor,
-            },
-            path,
-        )
+        record = _video_record(vae, frames, reference_fps, reference_width, reference_height, num_frames)
+        # The trainer places these tokens on the target's grid scaled by N, and validation must
+        # shrink its reference videos alike; both read N from here.
+        _save({**record, "downscale_factor": downscale_factor}, path)
         written.append(path)
     return written
+
+
+def _video_record(vae, frames: np.ndarray, fps: float, width: int, height: int, num_frames: int) -> dict:
+    """The latents file's dict (the 0.9 layout) of frames already cut to width x height x num_frames."""
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    latent_frames, latent_height, latent_width = ltx2.latent_size(dict(vae.config), width, height, num_frames)
+    return {
+        "latents": ltx2.encode_video(vae, pixels)[0].float().cpu(),
+        "num_frames": latent_frames,
+        "height": latent_height,
+        "width": latent_width,
+        "fps": float(fps),
+    }
 
 
 def _write_caption_embeddings(
