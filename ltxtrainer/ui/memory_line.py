@@ -100,9 +100,12 @@ def config_estimate(paths: AppPaths, config: TrainerConfig, width: int, height: 
 
 
 def memory_estimate(paths: AppPaths, template: str, width: int, height: int, frames: int,
-                    card: Card | None) -> dict:
-    """`config_estimate` for a pipeline template at the size the pipeline tab asks for."""
+                    card: Card | None, model: str | None = None) -> dict:
+    """`config_estimate` for a pipeline template at the size the pipeline tab asks for, on the
+    chosen model folder under models/ (`model`, a folder name), else the template's own."""
     config = load_config(template_path(template))
+    if model:
+        config.model.model_source = str(paths.models / model)
     # A template's empty prompts are filled from the captions by the pipeline: validation (and the
     # VAE it keeps loaded) is on whenever the template sets an interval.
     setup = replace(memory.TrainingSetup.from_config(config), validation_videos=bool(config.validation.interval))
@@ -128,14 +131,15 @@ def _change(setting: str, value, lang: str) -> str:
     return t(f"memory.change.{setting}", lang, value=value)
 
 
-def memory_text(paths: AppPaths, template: str, resolution: str, frames, lang: str, card: Card | None) -> str:
+def memory_text(paths: AppPaths, template: str, resolution: str, frames, lang: str, card: Card | None,
+                model: str | None = None) -> str:
     """The line under the pipeline form, entirely in `lang`."""
     try:
         width, height = parse_resolution(str(resolution or ""))
         check_dimensions(width, height, int(frames))
     except (PipelineError, TypeError, ValueError):
         return t("memory.bad_size", lang, resolution=resolution, frames=frames)
-    return estimate_text(memory_estimate(paths, template, width, height, int(frames), card), lang)
+    return estimate_text(memory_estimate(paths, template, width, height, int(frames), card, model), lang)
 
 
 def config_memory_text(paths: AppPaths, config: TrainerConfig, lang: str, card: Card | None) -> str:
