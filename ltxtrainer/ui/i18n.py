@@ -141,6 +141,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "ds.no_clips": ("这个项目还没有视频片段。", "This project has no clips yet."),
     "ds.clip": ("片段", "Clip"),
     "ds.preview": ("预览", "Preview"),
+    "ds.reference": ("参考视频（IC-LoRA）", "Reference video (IC-LoRA)"),
     "ds.caption": ("标注文本", "Caption"),
     "ds.save": ("保存标注", "Save caption"),
     "ds.saved": ("已保存到 .txt 和 {path}", "Saved to the .txt and {path}"),

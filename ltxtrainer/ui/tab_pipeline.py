@@ -282,7 +282,7 @@ def build(ui) -> None:
         ), "on_short")
     # the remembered template, else the one that fits the detected card; the model folder decides the family
     suggested = memory_line.suggested_template(ui.paths, memory_line.detect_card())
-    initial_model = model_choice.default_model(ui.paths, saved, saved.get("template") or suggested)
+    initial_model = _current_model(ui, saved)
     family = model_choice.model_family(ui.paths, initial_model)
     initial_template = model_choice.template_for(family, saved.get("template"), suggested)
     parts = form_visibility(family, saved.get("conditioning", "none"), saved.get("reference_kind", "canny"))
@@ -291,8 +291,7 @@ def build(ui) -> None:
             gr.Dropdown(model_choices(ui, lang), value=initial_model, label=t("pipe.model", lang),
                         info=t("pipe.model_info", lang), scale=2),
             choices=lambda lang: model_choices(ui, lang), label="pipe.model", info="pipe.model_info",
-        ), "model", lambda saved, lang: {"choices": model_choices(ui, lang),
-                                         "value": model_choice.default_model(ui.paths, saved, saved.get("template"))})
+        ), "model", lambda saved, lang: {"choices": model_choices(ui, lang), "value": _current_model(ui, saved)})
         template = ui.remembered(ui.tr(
             gr.Dropdown(template_choices(lang, family), value=initial_template, label=t("pipe.template", lang), scale=2),
             choices=lambda lang: template_choices(lang, _saved_family(ui)), label="pipe.template",
@@ -397,10 +396,13 @@ def build(ui) -> None:
         return memory_text(ui, template, resolution, frames, lang, model)
 
     def follow_model(model, current, lang):
-        """The chosen folder's family: its templates (the current one kept when it fits), its options shown."""
+        """The chosen folder's family: its templates (the current one kept when it fits), its options shown,
+        and the LoRA targets of a template it switched to."""
         family = model_choice.model_family(ui.paths, model)
         value = model_choice.template_for(family, current, suggested)
-        return gr.update(choices=template_choices(lang, family), value=value), gr.update(visible=family == model_choice.LTX2)
+        return (gr.update(choices=template_choices(lang, family), value=value),
+                gr.update(visible=family == model_choice.LTX2),
+                _template_presets(value) if value != current else gr.skip())
 
     def show_reference_fields(model, conditioning, kind):
         visible = form_visibility(model_choice.model_family(ui.paths, model), conditioning, kind)
@@ -437,12 +439,17 @@ def build(ui) -> None:
     project.change(project_frames, inputs=[project, frames, ui.lang], outputs=frames, api_visibility="private",
                    show_progress="hidden")
     # ui.lang changes on the language switch and when a page opens with the remembered language
-    for trigger in (template.change, resolution.change, frames.change, model.change, ui.lang.change):
+    for trigger in (template.change, resolution.change, frames.change, ui.lang.change):
         trigger(estimate, inputs=[template, resolution, frames, model, ui.lang], outputs=memory, api_visibility="private",
                 show_progress="hidden")
-    model.change(follow_model, inputs=[model, template, ui.lang], outputs=[template, ltx2_options],
-                 api_visibility="private", show_progress="hidden")
-    for trigger in (model.change, conditioning.change, reference_kind.change):
+    # One chain per folder change: the template list first, so no later step reads a template of the old family.
+    model.change(follow_model, inputs=[model, template, ui.lang], outputs=[template, ltx2_options, presets],
+                 api_visibility="private", show_progress="hidden").then(
+        estimate, inputs=[template, resolution, frames, model, ui.lang], outputs=memory, api_visibility="private",
+        show_progress="hidden").then(
+        show_reference_fields, inputs=[model, conditioning, reference_kind],
+        outputs=[reference_kind, reference_dir, downscale], api_visibility="private", show_progress="hidden")
+    for trigger in (conditioning.change, reference_kind.change):
         trigger(show_reference_fields, inputs=[model, conditioning, reference_kind],
                 outputs=[reference_kind, reference_dir, downscale], api_visibility="private", show_progress="hidden")
     start.click(start_job, inputs=form, outputs=[message, job_id], api_name="start_pipeline")
@@ -457,9 +464,14 @@ def build(ui) -> None:
                outputs=monitor_outputs, api_name="poll_job", show_progress="hidden")
 
 
+def _current_model(ui, saved: dict) -> str | None:
+    """The folder a page shows: the remembered one, else the remembered or suggested template's."""
+    template = saved.get("template") or memory_line.suggested_template(ui.paths, memory_line.detect_card())
+    return model_choice.default_model(ui.paths, saved, template)
+
+
 def _saved_family(ui) -> str:
-    saved = ui.settings()
-    return model_choice.model_family(ui.paths, model_choice.default_model(ui.paths, saved, saved.get("template")))
+    return model_choice.model_family(ui.paths, _current_model(ui, ui.settings()))
 
 
 def _template_presets(template: str) -> list[str]:
