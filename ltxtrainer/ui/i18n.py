@@ -64,8 +64,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pipe.model": ("模型文件夹（models 中）", "Model folder (in models/)"),
     "pipe.model_info": ("模型系列（LTX-Video 0.9 或 LTX-2）由文件夹决定，下面只列出该系列的模板",
                         "The folder decides the family (LTX-Video 0.9 or LTX-2); only that family's templates are offered"),
-    "model.choice": ("{name}（{family}）", "{name} ({family})"),
-    "model.missing": ("{name}（{family}，尚未下载）", "{name} ({family}, not downloaded yet)"),
+    "pipe.model_choice": ("{name}（{family}）", "{name} ({family})"),
+    "pipe.model_missing": ("{name}（{family}，尚未下载）", "{name} ({family}, not downloaded yet)"),
     "pipe.audio": ("声音（仅 LTX-2）", "Sound (LTX-2 only)"),
     "pipe.audio_info": ("有声：视频和声音一起训练，每个片段都要有音轨；仅视频：不训练声音；自动：按模板，有片段无声时只训练视频",
                         "With sound: video and sound train together and every clip needs a sound track; video only: no "
@@ -84,8 +84,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pipe.conditioning_info": ("参考视频 / IC-LoRA：每个片段配一个参考视频（如边缘图），LoRA 学习按参考生成视频",
                                "Reference video / IC-LoRA: each clip gets a reference video (e.g. its edges) and the "
                                "LoRA learns to make the video from it"),
-    "conditioning.none": ("普通 LoRA", "plain LoRA"),
-    "conditioning.reference_video": ("参考视频 / IC-LoRA", "reference video / IC-LoRA"),
+    "cond.none": ("普通 LoRA", "plain LoRA"),
+    "cond.reference_video": ("参考视频 / IC-LoRA", "reference video / IC-LoRA"),
     "pipe.reference_kind": ("参考视频类型", "Reference kind"),
     "reference_kind.canny": ("Canny 边缘", "Canny edges"),
     "reference_kind.blur": ("模糊", "blurred"),

@@ -84,7 +84,7 @@ def template_choices(lang: str, family: str | None = None) -> list[tuple[str, st
 
 def model_choices(ui, lang: str) -> list[tuple[str, str]]:
     """Each LTX folder under models/ with its family; the templates' folders not downloaded yet marked so."""
-    return [(t("model.choice" if here else "model.missing", lang, name=name, family=t(f"family.{family}", lang)), name)
+    return [(t("pipe.model_choice" if here else "pipe.model_missing", lang, name=name, family=t(f"family.{family}", lang)), name)
             for name, family, here in model_choice.model_folders(ui.paths)]
 
 
@@ -97,7 +97,7 @@ def preset_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def conditioning_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t(f"conditioning.{name}", lang), name) for name in model_choice.CONDITIONING]
+    return [(t(f"cond.{name}", lang), name) for name in model_choice.CONDITIONING]
 
 
 def reference_kind_choices(lang: str) -> list[tuple[str, str]]:
