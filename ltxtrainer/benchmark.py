@@ -2,7 +2,8 @@
 
 Both sides build the transformer from the real config numbers with random weights (on the `meta`
 device first, then filled in place, so 13B costs seconds, not minutes) and train on random
-latents and prompt embeddings. "Ours" is the trainer's own setup and step (`prepare_transformer`,
+latents and prompt embeddings. LTX-Video 0.9 (`tiny`, `2b`, `13b`) and LTX-2 (`tiny-ltx2`,
+`ltx2`, `ltx2.3`: joint audio+video unless `with_audio` is off) alike. "Ours" is the trainer's own setup and step (`prepare_transformer`,
 `build_optimizer`, accelerate's mixed precision, `_training_loss`); "plain" is what a first
 script would do (peft `add_adapter`, fp32 adapter, `torch.optim.AdamW()` defaults). The memory
 options the user chose (quantization, gradient checkpointing, block offload) apply to both
@@ -24,8 +25,17 @@ import torch
 
 from ltxtrainer import progress
 from ltxtrainer.config import TrainerConfig, config_from_dict
-from ltxtrainer.memory import MODEL_SHAPES, PROMPT_TOKENS, estimate_memory
-from ltxtrainer.models import ltx_video
+from ltxtrainer.memory import (
+    LTX2_FPS,
+    LTX2_TEXT_TOKENS,
+    MODEL_SHAPES,
+    PROMPT_TOKENS,
+    estimate_memory,
+    full_shape,
+    is_ltx2,
+    ltx2_audio_tokens,
+)
+from ltxtrainer.models import ltx2, ltx_video
 
 try:
     import resource
@@ -62,6 +72,7 @@ class BenchmarkOptions:
     skip_plain: bool = False
     allow_cpu_large: bool = False
     device: str | None = None  # default: cuda if available, else cpu
+    with_audio: bool = True  # LTX-2 only: the joint audio+video step the LTX-2 templates train
 
 
 def parse_resolution(text: str) -> tuple[int, int, int]:
@@ -101,6 +112,32 @@ def model_flops_per_step(shape: dict, tokens: int, batch_size: int = 1, prompt_t
     return float(batch_size * (video + text))
 
 
+def ltx2_model_flops_per_step(
+    shape: dict, video_tokens: int, audio_tokens: int, batch_size: int = 1, with_audio: bool = True,
+    text_tokens: int = LTX2_TEXT_TOKENS,
+) -> float:
+    """Model FLOPs of one LTX-2 LoRA training step, counted as `model_flops_per_step` counts 0.9's:
+    4 per weight and token (forward, input gradient) and 12·n·m·d per attention of n queries over m
+    keys at width d, for both streams, both prompt attentions over the 1024 caption tokens and, in a
+    joint step, the audio<->video attention (at the audio width). A video-only step runs the audio
+    stream on one dummy token and skips the audio<->video attention."""
+    shape = full_shape(shape)
+    layers = shape["num_layers"]
+    video = shape["num_attention_heads"] * shape["attention_head_dim"]
+    audio = shape["audio_num_attention_heads"] * shape["audio_attention_head_dim"]
+    video_text, audio_text = shape["cross_attention_dim"], shape["audio_cross_attention_dim"]
+    # video tokens: attn1 (4d²), attn2's q and out (2d²), ff (8d²); audio tokens likewise at the audio width
+    total = 4 * 14 * video * video * video_tokens + 12 * video_tokens * video_tokens * video
+    total += 4 * 14 * audio * audio * audio_tokens + 12 * audio_tokens * audio_tokens * audio
+    total += 4 * 2 * (video * video_text + audio * audio_text) * text_tokens  # prompt keys and values
+    total += 12 * text_tokens * (video_tokens * video + audio_tokens * audio)  # prompt attention scores
+    if with_audio:  # a2v: q, out from video (2·d·a), k, v from audio (2a²); v2a the other way round
+        total += 4 * (2 * video * audio * video_tokens + 2 * audio * audio * audio_tokens)
+        total += 4 * (2 * audio * audio * audio_tokens + 2 * video * audio * video_tokens)
+        total += 2 * 12 * video_tokens * audio_tokens * audio
+    return float(batch_size * layers * total)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -118,19 +155,25 @@ def _init_random_(module: torch.nn.Module, seed: int) -> None:
                 parameter.fill_(1.0)
 
 
+def _transformer_on_meta(shape: dict) -> torch.nn.Module:
+    """diffusers' transformer class of the shape's family, built on the current device."""
+    from diffusers import LTX2VideoTransformer3DModel, LTXVideoTransformer3DModel
+
+    arguments = {key: value for key, value in shape.items() if not key.startswith("_")}  # config.json's _class_name...
+    return LTX2VideoTransformer3DModel(**arguments) if is_ltx2(shape) else LTXVideoTransformer3DModel(**arguments)
+
+
 def build_random_transformer(shape: dict, dtype: torch.dtype, device: torch.device, seed: int = 0):
-    """An LTX-Video transformer of `shape` with random weights, built without a CPU-side init pass.
+    """A transformer of `shape` (either family) with random weights, built without a CPU-side init pass.
 
     The default dtype is switched while building on `meta` (rather than `.to(dtype)` afterwards),
     which creates the parameters in `dtype` directly and avoids diffusers' cast warning.
     """
-    from diffusers import LTXVideoTransformer3DModel
-
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device("meta"):
-            transformer = LTXVideoTransformer3DModel(**shape)
+            transformer = _transformer_on_meta(shape)
     finally:
         torch.set_default_dtype(previous)
     transformer = transformer.to_empty(device=device)
@@ -138,9 +181,14 @@ def build_random_transformer(shape: dict, dtype: torch.dtype, device: torch.devi
     return transformer
 
 
-def random_batch(shape: dict, width: int, height: int, frames: int, batch_size: int, seed: int = 0) -> dict:
-    """A batch as the trainer's DataLoader yields it: CPU tensors, fp32 latents and embeddings."""
+def random_batch(
+    shape: dict, width: int, height: int, frames: int, batch_size: int, seed: int = 0, with_audio: bool = True,
+) -> dict:
+    """A batch as the trainer's DataLoader yields it: CPU tensors, fp32 latents and embeddings
+    (for LTX-2 the fields of `ltx2.collate`: connector outputs of 1024 tokens, audio latents)."""
     generator = torch.Generator().manual_seed(seed)
+    if is_ltx2(shape):
+        return _random_ltx2_batch(full_shape(shape), width, height, frames, batch_size, generator, with_audio)
     latent_frames, latent_height, latent_width = ltx_video.latent_size(width, height, frames)
     tokens = latent_frames * latent_height * latent_width
     mask = torch.zeros(batch_size, PROMPT_TOKENS, dtype=torch.bool)
@@ -156,10 +204,32 @@ def random_batch(shape: dict, width: int, height: int, frames: int, batch_size: 
     }
 
 
+def _random_ltx2_batch(
+    shape: dict, width: int, height: int, frames: int, batch_size: int, generator: torch.Generator, with_audio: bool,
+) -> dict:
+    latent_frames, latent_height, latent_width = ltx_video.latent_size(width, height, frames)
+    tokens = latent_frames * latent_height * latent_width
+    # the connector outputs the transformer reads: caption width for LTX-2.0 (it projects them), stream widths for 2.3
+    video_text = shape["caption_channels"] if shape["use_prompt_embeddings"] else shape["cross_attention_dim"]
+    audio_text = shape["caption_channels"] if shape["use_prompt_embeddings"] else shape["audio_cross_attention_dim"]
+    mask = torch.ones(batch_size, LTX2_TEXT_TOKENS, dtype=torch.long)  # the registers fill every position
+    audio_tokens = ltx2_audio_tokens(frames, True)
+    return {
+        "latents": torch.randn(batch_size, tokens, shape["in_channels"], generator=generator),
+        "num_frames": latent_frames, "height": latent_height, "width": latent_width, "fps": LTX2_FPS,
+        "video_text": torch.randn(batch_size, LTX2_TEXT_TOKENS, video_text, generator=generator),
+        "audio_text": torch.randn(batch_size, LTX2_TEXT_TOKENS, audio_text, generator=generator),
+        "text_mask": mask,
+        "audio_latents": torch.randn(batch_size, audio_tokens, shape["audio_in_channels"], generator=generator)
+        if with_audio else None,
+    }
+
+
 def trainer_config(options: BenchmarkOptions) -> TrainerConfig:
     """The TrainerConfig a user would write for these options (everything else at our defaults)."""
     return config_from_dict({
-        "model": {"model_source": "(benchmark: random weights)", "training_mode": "lora"},
+        "model": {"model_source": "(benchmark: random weights)", "training_mode": "lora",
+                  "with_audio": options.with_audio and is_ltx2(MODEL_SHAPES.get(options.model, {}))},
         "lora": {"rank": options.rank, "alpha": options.rank},
         "optimization": {
             "batch_size": options.batch_size,
@@ -181,11 +251,17 @@ def trainer_config(options: BenchmarkOptions) -> TrainerConfig:
 # ---- memory measurement -------------------------------------------------------------------------
 
 def saved_activation_bytes(model: torch.nn.Module, inputs: dict) -> int:
-    """Bytes of the distinct tensors autograd keeps for backward in one forward, weights excluded.
+    """Bytes of the distinct tensors autograd keeps for backward in one forward `model(**inputs)`,
+    weights excluded.
 
     This is what calibrated ltxtrainer.memory's activation constants; tests use it to check the
     estimate still matches the installed diffusers and torch.
     """
+    return saved_bytes_during(model, lambda: model(**inputs))
+
+
+def saved_bytes_during(model: torch.nn.Module, forward: Callable[[], object]) -> int:
+    """`saved_activation_bytes` of any forward of `model` (e.g. `ltx2.predict` as the trainer calls it)."""
     weights = set()
     for parameter in model.parameters():
         try:
@@ -205,7 +281,7 @@ def saved_activation_bytes(model: torch.nn.Module, inputs: dict) -> int:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(**inputs)
+        forward()
     return sum(kept.values())
 
 
@@ -299,13 +375,14 @@ def build_ours(options: BenchmarkOptions, shape: dict, batch: dict, device: torc
     build_device = torch.device("cpu") if options.block_offload else device
     dtype = weight_dtype(config, device)
     transformer = build_random_transformer(shape, dtype, build_device)
-    transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device)
+    family = ltx2 if is_ltx2(shape) else ltx_video
+    transformer, optimizer, lr_scheduler, trained = build_training_parts(transformer, config, device, family)
     model, optimizer, clip_parameters = accelerate_parts(accelerator, transformer, optimizer, trained, config)
     max_grad_norm = config.optimization.max_grad_norm
     losses = _StepLosses()
 
     def step(index: int) -> None:
-        loss = _training_loss(model, batch, config, index, accelerator.process_index, device, dtype)
+        loss = _training_loss(model, batch, config, index, accelerator.process_index, device, dtype, family)
         accelerator.backward(loss)
         apply_gradients(accelerator, optimizer, lr_scheduler, clip_parameters, max_grad_norm)
         losses.put(index, loss.detach().float(), lr_scheduler.get_last_lr()[0])
@@ -328,7 +405,7 @@ def build_plain(options: BenchmarkOptions, shape: dict, batch: dict, device: tor
     build_device = torch.device("cpu") if options.block_offload else device
     transformer = build_random_transformer(shape, dtype, build_device)
     if options.quantization not in (None, "none"):
-        quantize_transformer(transformer, options.quantization)
+        quantize_transformer(transformer, options.quantization, (ltx2 if is_ltx2(shape) else ltx_video).QUANTIZE_EXCLUDE)
     transformer.requires_grad_(False)
     transformer.add_adapter(LoraConfig(
         r=options.rank, lora_alpha=options.rank, target_modules=["to_k", "to_q", "to_v", "to_out.0"],
@@ -349,24 +426,60 @@ def build_plain(options: BenchmarkOptions, shape: dict, batch: dict, device: tor
     def step(index: int) -> None:
         latents = batch["latents"]
         sigmas = torch.rand(latents.shape[0], generator=generator)
-        noise = torch.randn(latents.shape, generator=generator)
-        noisy, timesteps, target, _ = noisy_inputs(latents, noise, sigmas, 0)
-        prediction = transformer(
-            hidden_states=noisy.to(device, dtype),
-            encoder_hidden_states=batch["prompt_embeds"].to(device, dtype),
-            timestep=timesteps.to(device),
-            encoder_attention_mask=batch["prompt_attention_mask"].to(device),
-            num_frames=batch["num_frames"], height=batch["height"], width=batch["width"],
-            rope_interpolation_scale=ltx_video.rope_interpolation_scale(batch["fps"]),
-            return_dict=False,
-        )[0]
-        loss = torch.nn.functional.mse_loss(prediction.float(), target.to(device))
+        if is_ltx2(shape):
+            loss = _plain_ltx2_loss(transformer, batch, sigmas, generator, device, dtype)
+        else:
+            noise = torch.randn(latents.shape, generator=generator)
+            noisy, timesteps, target, _ = noisy_inputs(latents, noise, sigmas, 0)
+            prediction = transformer(
+                hidden_states=noisy.to(device, dtype),
+                encoder_hidden_states=batch["prompt_embeds"].to(device, dtype),
+                timestep=timesteps.to(device),
+                encoder_attention_mask=batch["prompt_attention_mask"].to(device),
+                num_frames=batch["num_frames"], height=batch["height"], width=batch["width"],
+                rope_interpolation_scale=ltx_video.rope_interpolation_scale(batch["fps"]),
+                return_dict=False,
+            )[0]
+            loss = torch.nn.functional.mse_loss(prediction.float(), target.to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         optimizer.zero_grad()
 
     return step
+
+
+def _plain_ltx2_loss(
+    transformer, batch: dict, sigmas: torch.Tensor, generator: torch.Generator, device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """A first script's LTX-2 step: both streams noised with one sigma, the transformer called as
+    LTX2Pipeline calls it (a video-only step: one zero audio token, modalities isolated), plain MSE."""
+    video = batch["latents"]
+    audio = batch["audio_latents"]
+    video_noise = torch.randn(video.shape, generator=generator)
+    expanded = sigmas[:, None, None]
+    noisy_video = (1 - expanded) * video + expanded * video_noise
+    if audio is None:
+        noisy_audio, audio_target = torch.zeros(video.shape[0], 1, transformer.config.audio_in_channels), None
+    else:
+        audio_noise = torch.randn(audio.shape, generator=generator)
+        noisy_audio, audio_target = (1 - expanded) * audio + expanded * audio_noise, audio_noise - audio
+    timesteps = (sigmas * 1000.0).to(device)
+    video_prediction, audio_prediction = transformer(
+        hidden_states=noisy_video.to(device, dtype), audio_hidden_states=noisy_audio.to(device, dtype),
+        encoder_hidden_states=batch["video_text"].to(device, dtype),
+        audio_encoder_hidden_states=batch["audio_text"].to(device, dtype),
+        timestep=timesteps, audio_timestep=timesteps, sigma=timesteps,
+        encoder_attention_mask=batch["text_mask"].to(device), audio_encoder_attention_mask=batch["text_mask"].to(device),
+        num_frames=batch["num_frames"], height=batch["height"], width=batch["width"], fps=batch["fps"],
+        audio_num_frames=noisy_audio.shape[1], isolate_modalities=audio is None, use_cross_timestep=True,
+        return_dict=False,
+    )
+    loss = torch.nn.functional.mse_loss(video_prediction.float(), (video_noise - video).to(device))
+    if audio_target is not None:
+        loss = loss + torch.nn.functional.mse_loss(audio_prediction.float(), audio_target.to(device))
+    return loss
 
 
 def _warm_up(label: str, build: Callable[[], Callable[[int], None]], warmup: int, device: torch.device) -> _Side:
@@ -463,7 +576,8 @@ def check_feasible(options: BenchmarkOptions, shape: dict, device: torch.device)
         raise BenchmarkRefused(
             f"The {options.model.upper()} transformer has {parameters / 1e9:.1f} B parameters; on this CPU-only "
             "machine one training step would need 50+ GB of memory and hours of compute. Run it on a GPU, "
-            "or try --model 2b with a small --resolution such as 256x256x9 (add --allow-cpu-large to force it)."
+            f"or try --model {'tiny-ltx2' if is_ltx2(shape) else '2b'} with a small --resolution such as 256x256x9 "
+            "(add --allow-cpu-large to force it)."
         )
     if options.mixed_precision == "fp16" and device.type != "cuda":
         raise BenchmarkRefused("fp16 mixed precision needs a GPU; use --mixed-precision bf16 or no on a CPU.")
@@ -472,10 +586,9 @@ def check_feasible(options: BenchmarkOptions, shape: dict, device: torch.device)
 
 
 def estimate_parameter_count(shape: dict) -> int:
-    from diffusers import LTXVideoTransformer3DModel
-
+    """Parameters of the real model of `shape`, built on `meta` (no memory, no time)."""
     with torch.device("meta"):
-        transformer = LTXVideoTransformer3DModel(**shape)
+        transformer = _transformer_on_meta(shape)
     return sum(parameter.numel() for parameter in transformer.parameters())
 
 
@@ -485,15 +598,23 @@ def run_benchmark(options: BenchmarkOptions) -> dict:
     device = torch.device(options.device) if options.device else default_device()
     check_feasible(options, shape, device)
     tokens = ltx_video.token_count(options.width, options.height, options.frames)
-    batch = random_batch(shape, options.width, options.height, options.frames, options.batch_size)
+    family_ltx2 = is_ltx2(shape)
+    with_audio = options.with_audio and family_ltx2
+    audio_tokens = ltx2_audio_tokens(options.frames, with_audio) if family_ltx2 else 0
+    batch = random_batch(
+        shape, options.width, options.height, options.frames, options.batch_size, with_audio=with_audio)
+    streams = f"{tokens} video + {audio_tokens} audio tokens" if family_ltx2 else f"{tokens} tokens"
     progress.say(
         f"Benchmarking {options.model} at {options.width}x{options.height}x{options.frames} "
-        f"({tokens} tokens x batch {options.batch_size}) on {device}."
+        f"({streams} x batch {options.batch_size}) on {device}."
     )
     peak_flops, peak_dtype = device_peak_flops(device, options.mixed_precision)
     sides = time_sides(options, shape, batch, device)
     ours, plain = sides[0], (sides[1] if len(sides) > 1 else None)
-    flops = model_flops_per_step(shape, tokens, options.batch_size)
+    flops = (
+        ltx2_model_flops_per_step(shape, tokens, audio_tokens, options.batch_size, with_audio) if family_ltx2
+        else model_flops_per_step(shape, tokens, options.batch_size)
+    )
     estimate = estimate_memory(
         trainer_config(options), options.width, options.height, options.frames, shape,
         batch_size=options.batch_size, device_type=device.type, vae_resident=False,
@@ -515,10 +636,12 @@ def run_benchmark(options: BenchmarkOptions) -> dict:
         "device_peak_dtype": peak_dtype,
         "device": describe_device(device),
         "tokens_per_sample": tokens,
+        "audio_tokens_per_sample": audio_tokens,
         "step_times_s": [round(value, 6) for value in ours.times_s],
         "plain_step_times_s": [round(value, 6) for value in plain.times_s] if plain else None,
         "torch": torch.__version__,
         **{key: value for key, value in asdict(options).items() if key != "device"},
+        "with_audio": with_audio,
     }
     return report
 
@@ -530,7 +653,7 @@ def options_from_args(args) -> BenchmarkOptions:
         quantization=args.quantization, gradient_checkpointing=args.gradient_checkpointing,
         mixed_precision=args.mixed_precision, compile=args.compile, attention_backend=args.attention_backend,
         block_offload=args.block_offload, steps=args.steps, warmup=args.warmup, skip_plain=args.skip_plain,
-        allow_cpu_large=args.allow_cpu_large, device=args.device,
+        allow_cpu_large=args.allow_cpu_large, device=args.device, with_audio=not args.video_only,
     )
 
 
@@ -547,8 +670,10 @@ def report_table(report: dict):
     def percent(value) -> str:
         return "—" if value is None else f"{100 * value:.2f} %"
 
+    family = "LTX-2" if report["audio_tokens_per_sample"] else "LTX-Video"
+    streams = " with audio" if report["with_audio"] else ""
     title = (
-        f"LTX-Video {report['model']} LoRA r{report['rank']} {report['width']}x{report['height']}x{report['frames']}"
+        f"{family} {report['model']}{streams} LoRA r{report['rank']} {report['width']}x{report['height']}x{report['frames']}"
         f" batch {report['batch_size']} on {report['device']}"
     )
     table = Table(title=title)

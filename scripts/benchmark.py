@@ -1,4 +1,4 @@
-"""Time LoRA training steps of an LTX-Video transformer (random weights): ours against the plain way.
+"""Time LoRA training steps of an LTX-Video or LTX-2 transformer (random weights): ours against the plain way.
 
 A table for people; with --json the last stdout line is one JSON object for scripts and the GUI.
 """
@@ -25,7 +25,8 @@ from ltxtrainer.config import QUANTIZATION_CHOICES, ConfigError  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=list(MODEL_SHAPES), default="tiny", help="transformer shape")
+    parser.add_argument("--model", choices=list(MODEL_SHAPES), default="tiny",
+                        help="transformer shape: LTX-Video 0.9 (tiny, 2b, 13b) or LTX-2 (tiny-ltx2, ltx2, ltx2.3)")
     parser.add_argument("--resolution", default="256x256x25", help="WxHxF of the training clips, e.g. 768x512x49")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--rank", type=int, default=64, help="LoRA rank (alpha = rank)")
@@ -38,7 +39,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     parser.add_argument("--skip-plain", action="store_true", help="time only our step")
-    parser.add_argument("--allow-cpu-large", action="store_true", help="let the 13B model run on a CPU anyway")
+    parser.add_argument("--video-only", action="store_true",
+                        help="LTX-2: a video-only step (default: joint audio+video, as the LTX-2 templates train)")
+    parser.add_argument("--allow-cpu-large", action="store_true", help="let the 13B or LTX-2 model run on a CPU anyway")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
     args = parser.parse_args()

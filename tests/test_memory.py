@@ -8,8 +8,12 @@ tensors instead; the RSS comparison on the 2B shape is in docs/benchmarks.md (to
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +24,10 @@ from ltxtrainer.benchmark import (
     build_random_transformer,
     random_batch,
     saved_activation_bytes,
+    saved_bytes_during,
     trainer_config,
 )
+from ltxtrainer.config import TrainerConfig, load_config
 from ltxtrainer.memory import (
     MODEL_SHAPES,
     TrainingSetup,
@@ -32,7 +38,7 @@ from ltxtrainer.memory import (
     judge,
     resolve_transformer_config,
 )
-from ltxtrainer.models import ltx_video, tiny
+from ltxtrainer.models import ltx2, ltx_video, tiny, tiny_ltx2
 from ltxtrainer.training import flow_matching, model_setup
 from ltxtrainer.training.model_setup import (
     prepare_transformer,
@@ -288,3 +294,190 @@ def test_block_offload_keeps_only_two_blocks_of_weights_on_the_card():
     assert offloaded.weights == pytest.approx(plain.weights * 2 / 48, rel=0.01)
     assert offloaded.breakdown["offloaded_to_host"] + offloaded.weights == plain.weights
     assert offloaded.activations == plain.activations and "host memory" in offloaded.notes[-1]
+
+
+# ---- LTX-2 ---------------------------------------------------------------------------------------
+
+LTX2_VIDEO_ATTENTION = ltx2.lora_target_modules()
+LTX2_EVERYTHING = ltx2.lora_target_modules(feed_forward=True, audio=True, cross_modal=True)
+LTX2_TEMPLATE = load_config(Path(__file__).resolve().parents[1] / "configs" / "ltx2_lora_24gb_template.yaml")
+
+
+def _ltx2_config(targets: list[str], with_audio: bool, **options) -> TrainerConfig:
+    config = _config(model="tiny", rank=16, **options)
+    config.lora.target_modules = targets
+    config.model.with_audio = with_audio
+    return config
+
+
+def _build_ltx2(shape: dict, dtype: torch.dtype) -> torch.nn.Module:
+    from diffusers import LTX2VideoTransformer3DModel
+
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in `dtype`, as from_pretrained(torch_dtype=...) loads it
+    try:
+        return LTX2VideoTransformer3DModel(**shape)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("version", tiny_ltx2.VERSIONS)
+@pytest.mark.parametrize("targets", [LTX2_VIDEO_ATTENTION, LTX2_EVERYTHING, ["to_q", "to_out.0"]])
+def test_ltx2_counts_equal_the_tiny_models_named_parameters(version, targets):
+    """Base and LoRA parameters of the real tiny LTX-2 (2.0 and 2.3), with peft's own adapters."""
+    shape = tiny_ltx2.transformer_config(version)
+    cpu = torch.device("cpu")
+    transformer = _build_ltx2(shape, torch.float32)
+    counts = count_parameters(shape, targets, 16)
+    assert counts["base"] == sum(parameter.numel() for _, parameter in transformer.named_parameters())
+    prepare_transformer(transformer, _ltx2_config(targets, True), cpu, quantize_exclude=ltx2.QUANTIZE_EXCLUDE)
+    assert counts["lora"] == sum(parameter.numel() for parameter in trainable_parameters(transformer))
+
+
+@pytest.mark.parametrize("name", ["ltx2", "ltx2.3"])
+def test_ltx2_released_counts_equal_the_diffusers_model_built_on_meta(name):
+    """The 19 B shapes: every linear, LTX-2's quantization exclusions, the adapters of each preset."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    with torch.device("meta"):
+        transformer = LTX2VideoTransformer3DModel(**{k: v for k, v in MODEL_SHAPES[name].items() if k != "_class_name"})
+    linears = {module_name: module for module_name, module in transformer.named_modules()
+               if isinstance(module, torch.nn.Linear)}
+    counts = count_parameters(MODEL_SHAPES[name], LTX2_EVERYTHING, 16)
+    assert counts["base"] == sum(parameter.numel() for parameter in transformer.parameters())
+    assert counts["base"] == pytest.approx(18.9e9, rel=0.01)  # published as "19B" (2.3: "22B" with its connectors)
+    quantized = [module for module_name, module in linears.items()
+                 if not any(fnmatch.fnmatch(module_name, pattern) for pattern in ltx2.QUANTIZE_EXCLUDE)]
+    assert counts["quantizable_linear_weights"] == sum(module.weight.numel() for module in quantized)
+    assert counts["quantized_rows"] == sum(module.out_features for module in quantized)
+    adapted = [module for module_name, module in linears.items() if memory._is_lora_target(module_name, LTX2_EVERYTHING)]
+    assert counts["lora"] == sum(16 * (module.in_features + module.out_features) for module in adapted)
+    assert sum(counts[f"{stream}_inputs_each"] for stream in memory.STREAMS) == sum(m.in_features for m in adapted)
+
+
+def test_ltx2_int8_weight_bytes_equal_what_quanto_stores():
+    """LTX-2's own exclusions (both streams' embeddings and tables stay bf16), not 0.9's."""
+    shape = tiny_ltx2.transformer_config("2.3")
+    transformer = _build_ltx2(shape, torch.bfloat16)
+    quantize_transformer(transformer, "int8-quanto", ltx2.QUANTIZE_EXCLUDE)
+    stored = 0
+    for parameter in transformer.parameters():
+        if hasattr(parameter, "_data"):  # a quanto QTensor: int8 data plus per-row scales
+            stored += parameter._data.nbytes + parameter._scale.nbytes
+        else:
+            stored += parameter.numel() * parameter.element_size()
+    config = _ltx2_config(LTX2_VIDEO_ATTENTION, False, quantization="int8-quanto")
+    assert estimate_memory(config, 64, 64, 9, shape, device_type="cpu").weights == stored
+
+
+def _ltx2_step_inputs(shape: dict, width: int, height: int, frames: int, with_audio: bool, dtype: torch.dtype):
+    """An LTX-2 batch as `ltx2.training_loss` hands it to `predict`: 1024 caption tokens in both
+    streams, 25 audio latents a second at 24 fps in a joint run, a first-frame-conditioned step."""
+    generator = torch.Generator().manual_seed(0)
+    latent_frames, latent_height, latent_width = (frames - 1) // 8 + 1, height // 32, width // 32
+    video_text = shape["caption_channels"] if shape["use_prompt_embeddings"] else shape["cross_attention_dim"]
+    audio_text = shape["caption_channels"] if shape["use_prompt_embeddings"] else shape["audio_cross_attention_dim"]
+    tokens = memory.LTX2_TEXT_TOKENS
+    audio = torch.randn(1, memory.ltx2_audio_tokens(frames, True), shape["audio_in_channels"]) if with_audio else None
+    sample = ltx2.LTX2Sample(
+        video_latents=torch.randn(1, latent_frames * latent_height * latent_width, shape["in_channels"]),
+        latent_frames=latent_frames, latent_height=latent_height, latent_width=latent_width, fps=memory.LTX2_FPS,
+        video_text=torch.randn(1, tokens, video_text).to(dtype), audio_text=torch.randn(1, tokens, audio_text).to(dtype),
+        text_mask=torch.ones(1, tokens, dtype=torch.long), audio_latents=audio,
+    )
+    return ltx2.flow_matching_inputs(sample, torch.tensor([0.5]), generator, condition_first_frame=True)
+
+
+@pytest.mark.parametrize(
+    ("version", "with_audio", "targets", "options", "path"),
+    [
+        ("2.0", False, LTX2_VIDEO_ATTENTION, {}, "cpu"),
+        ("2.0", True, LTX2_VIDEO_ATTENTION, {}, "gpu"),
+        ("2.0", True, LTX2_EVERYTHING, {}, "cpu"),
+        ("2.0", True, LTX2_EVERYTHING, {}, "gpu"),
+        ("2.0", False, LTX2_EVERYTHING, {}, "gpu"),
+        ("2.0", True, LTX2_EVERYTHING, {"quantization": "int8-quanto"}, "cpu"),
+        ("2.0", True, LTX2_VIDEO_ATTENTION, {"mixed_precision": "no"}, "cpu"),
+        ("2.0", True, LTX2_TEMPLATE.lora.target_modules, {"gradient_checkpointing": True}, "cpu"),
+        ("2.3", False, LTX2_VIDEO_ATTENTION, {}, "cpu"),
+        ("2.3", True, LTX2_TEMPLATE.lora.target_modules, {}, "gpu"),
+        ("2.3", True, LTX2_TEMPLATE.lora.target_modules, {"quantization": "int8-quanto"}, "gpu"),
+    ],
+    ids=["video-only", "joint-gpu-path", "joint-everything", "joint-everything-gpu-path",
+         "video-only-everything-gpu-path", "joint-everything-int8", "joint-fp32", "template-targets-checkpointing",
+         "2.3-video-only", "2.3-template-targets-gpu-path", "2.3-template-targets-int8-gpu-path"],
+)
+def test_ltx2_activation_model_matches_what_autograd_keeps(version, with_audio, targets, options, path):
+    """The tiny LTX-2 set up as the trainer sets it up (its quantization exclusions, peft adapters,
+    the GPU's autocast adapters on "gpu"), one `ltx2.predict` as a training step calls it, and the
+    tensors autograd keeps, against the estimate: within 3% (10% for checkpointing's kept inputs),
+    the tolerances of the 0.9 test above."""
+    shape = tiny_ltx2.transformer_config(version)
+    config = _ltx2_config(list(targets), with_audio, **options)
+    cpu = torch.device("cpu")
+    dtype = weight_dtype(config, cpu)
+    transformer = prepare_transformer(_build_ltx2(shape, dtype), config, cpu, quantize_exclude=ltx2.QUANTIZE_EXCLUDE)
+    if path == "gpu":
+        run_adapters_in_autocast(transformer, "cpu", dtype)
+    inputs = _ltx2_step_inputs(shape, 256, 256, 25, with_audio, dtype)
+    kept = saved_bytes_during(transformer, lambda: ltx2.predict(transformer, inputs))
+    estimate = estimate_memory(config, 256, 256, 25, shape, batch_size=1, device_type="cuda" if path == "gpu" else "cpu")
+    checkpointing = options.get("gradient_checkpointing", False)
+    predicted = estimate.breakdown["checkpoint_inputs"] if checkpointing else estimate.activations
+    assert predicted == pytest.approx(kept, rel=0.10 if checkpointing else 0.03)
+
+
+def test_ltx2_joint_run_reads_with_audio_from_the_config_and_counts_the_audio_tokens():
+    video_only = _ltx2_config(LTX2_EVERYTHING, False)
+    joint = _ltx2_config(LTX2_EVERYTHING, True)
+    assert TrainingSetup.from_config(joint).with_audio and not TrainingSetup.from_config(video_only).with_audio
+    assert memory.ltx2_audio_tokens(121, True) == 126 and memory.ltx2_audio_tokens(121, False) == 1  # 5.04 s at 24 fps
+    sizes = (768, 512, 121, "ltx2")
+    assert estimate_memory(joint, *sizes).activations > 1.1 * estimate_memory(video_only, *sizes).activations
+
+
+def test_ltx2_shipped_24gb_template_at_its_validation_size():
+    """19 B in int8 with checkpointing at 512x512x49: 19.2 GB of weights alone, ~25 GB in all, so a
+    24 GB card (25.8e9 bytes) is tight at best; the same in bf16 does not come close."""
+    width, height, frames = LTX2_TEMPLATE.validation.video_dims
+    template = estimate_memory(LTX2_TEMPLATE, width, height, frames, "ltx2")
+    assert template.weights == pytest.approx(19.2 * GB, rel=0.01)
+    assert judge(template.total_bytes, 24 * 1024**3) == "tight"
+    bf16 = estimate_memory(LTX2_TEMPLATE.model_copy(
+        update={"acceleration": LTX2_TEMPLATE.acceleration.model_copy(update={"quantization": "none"})}),
+        width, height, frames, "ltx2")
+    assert bf16.weights == pytest.approx(2 * 18.88e9, rel=0.01)
+    assert judge(bf16.total_bytes, int(24 * GB)) == "too_big"
+
+
+def test_resolves_an_ltx2_folder_by_its_class_name(tmp_path):
+    from diffusers import LTX2VideoTransformer3DModel
+
+    folder = tmp_path / "模型 LTX-2" / "transformer"
+    LTX2VideoTransformer3DModel(**tiny_ltx2.transformer_config("2.0")).save_config(folder)
+    shape = resolve_transformer_config(folder.parent)
+    assert memory.is_ltx2(shape)
+    assert count_parameters(shape, (), 0)["base"] == count_parameters(MODEL_SHAPES["tiny-ltx2"], (), 0)["base"]
+
+
+def test_the_ltx2_restatements_agree_with_the_torch_modules():
+    assert list(memory.LTX2_QUANTIZE_EXCLUDE) == ltx2.QUANTIZE_EXCLUDE
+    assert memory.LTX2_TEXT_TOKENS == ltx2.TEXT_MAX_SEQUENCE_LENGTH
+    assert {k: v for k, v in MODEL_SHAPES["tiny-ltx2"].items() if k != "_class_name"} == tiny_ltx2.transformer_config()
+    assert memory.ltx2_audio_tokens(49, True) == ltx2.audio_latent_frames(tiny_ltx2.AUDIO_VAE_CONFIG, 49 / memory.LTX2_FPS)
+
+
+@pytest.mark.parametrize(("template", "card_gib"), [("ltx2_lora_32gb_template.yaml", 32), ("ltx2_lora_80gb_template.yaml", 80)])
+def test_ltx2_templates_fit_their_card_with_the_figures_their_comments_state(template, card_gib):
+    """Each template's opening comment states the estimate at its size for LTX-2 and 2.3; both stay
+    true and fit the card comfortably (validation on: the pipeline fills the prompts)."""
+    path = Path(__file__).resolve().parents[1] / "configs" / template
+    config = load_config(path)
+    setup = replace(TrainingSetup.from_config(config), validation_videos=True)
+    comment = path.read_text(encoding="utf-8")
+    for variant, label in (("ltx2", "LTX-2  "), ("ltx2.3", "LTX-2.3")):
+        need = estimate(setup, *config.validation.video_dims, variant).total_bytes
+        stated = float(re.search(rf"#   {re.escape(label)} ([0-9.]+) GB", comment).group(1))
+        assert stated == pytest.approx(need / GB, abs=0.05), variant
+        assert judge(need, card_gib * 1024**3) == "fits"

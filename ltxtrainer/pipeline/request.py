@@ -33,6 +33,8 @@ TEMPLATES = {
     "2b": "ltx_2b_lora_template.yaml",
     "tiny": "tiny_demo.yaml",
     "ltx2": "ltx2_lora_24gb_template.yaml",  # LTX-2 with sound on a 24 GB GPU
+    "ltx2-32gb": "ltx2_lora_32gb_template.yaml",  # Lightricks' low-VRAM choices: int8, 8-bit Adam, rank 16
+    "ltx2-80gb": "ltx2_lora_80gb_template.yaml",  # bf16 base, rank 32, 960x544x121
 }
 CAPTIONERS = BACKENDS
 ON_SHORT = ("shrink", "skip")
