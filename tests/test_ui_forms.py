@@ -119,8 +119,7 @@ paths = AppPaths(root=Path({str(REPO_ROOT)!r}), train_date=root / "train_date", 
                  configs=Path({str(REPO_ROOT / "configs")!r}))
 demo = build_app(paths, JobRunner(paths.jobs), "zh")
 card = memory_line.detect_card()
-# LTX-2 has no memory estimate yet (docs/architecture.md, "what remains"): its line says so, without the card.
-lines = [memory_line.memory_text(paths, name, "768x512", 49, "zh", card) for name in TEMPLATES if name != "ltx2"]
+lines = [memory_line.memory_text(paths, name, "768x512", 49, "zh", card) for name in TEMPLATES]
 header = tab_environment.header_text(paths, "zh")
 print(json.dumps({{"modules": [m for m in ("torch", "peft", "diffusers", "transformers") if m in sys.modules],
                   "lines": lines, "header": header}}))
@@ -359,3 +358,20 @@ def test_a_start_on_an_ltx2_folder_carries_the_sound_lora_and_reference_flags(ti
     with pytest.raises(ValueError, match="reference folder not found"):
         argv(model="tiny-ltx2", conditioning="reference_video", reference_kind="folder", reference_dir=str(tmp_path / "nowhere"))
     runner.close()
+
+
+def test_an_ltx2_template_is_estimated_against_the_card_for_a_folder_there_or_only_named(card, tiny_ltx2_models, tmp_path):
+    """LTX-2 runs get the same verdict line as 0.9 ones: the downloaded folder's own config, or
+    the built-in LTX-2 shape its name points to; the page starts with the LTX-2 template that fits."""
+    paths = AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
+                     outputs=tmp_path / "outputs", models=tiny_ltx2_models, configs=REPO_ROOT / "configs")
+    rtx_4090, h100 = card(RTX_4090), card(H100)
+    for template in ("ltx2", "ltx2-32gb", "ltx2-80gb"):
+        line = memory_line.memory_text(paths, template, "512x512", 49, "en", h100, model="LTX-2-diffusers")
+        assert "NVIDIA H100 80GB HBM3" in line and "No memory estimate" not in line, line
+    assert memory_line.memory_estimate(paths, "ltx2", 512, 512, 49, h100, "LTX-2.3-diffusers")["known"]
+    assert memory_line.suggested_template(paths, h100, "ltx2") == "ltx2-80gb"
+    assert memory_line.suggested_template(paths, rtx_4090, "ltx2") == "ltx2"
+    tiny = memory_line.memory_estimate(paths, "ltx2", 64, 64, 17, None, model="tiny-ltx2")
+    assert tiny["known"] and tiny["verdict"] == "cpu"
+    assert memory_line.memory_text(paths, "ltx2", "64x64", 17, "zh", None, model="tiny-ltx2").startswith("未检测到 NVIDIA GPU")

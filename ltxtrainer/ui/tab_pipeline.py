@@ -281,10 +281,10 @@ def build(ui) -> None:
             choices=on_short_choices, label="pipe.on_short",
         ), "on_short")
     # the remembered template, else the one that fits the detected card; the model folder decides the family
-    suggested = memory_line.suggested_template(ui.paths, memory_line.detect_card())
     initial_model = _current_model(ui, saved)
     family = model_choice.model_family(ui.paths, initial_model)
-    initial_template = model_choice.template_for(family, saved.get("template"), suggested)
+    initial_template = model_choice.template_for(family, saved.get("template"),
+                                                 memory_line.suggested_template(ui.paths, memory_line.detect_card(), family))
     parts = form_visibility(family, saved.get("conditioning", "none"), saved.get("reference_kind", "canny"))
     with gr.Row():
         model = ui.remembered(ui.tr(
@@ -399,7 +399,8 @@ def build(ui) -> None:
         """The chosen folder's family: its templates (the current one kept when it fits), its options shown,
         and the LoRA targets of a template it switched to."""
         family = model_choice.model_family(ui.paths, model)
-        value = model_choice.template_for(family, current, suggested)
+        value = model_choice.template_for(family, current,
+                                          memory_line.suggested_template(ui.paths, memory_line.detect_card(), family))
         return (gr.update(choices=template_choices(lang, family), value=value),
                 gr.update(visible=family == model_choice.LTX2),
                 _template_presets(value) if value != current else gr.skip())
@@ -481,7 +482,7 @@ def _template_presets(template: str) -> list[str]:
 def _restore_template(ui, saved: dict, lang: str) -> dict:
     """The family's templates and the remembered one when it is of that family (a page reload)."""
     family = _saved_family(ui)
-    suggested = memory_line.suggested_template(ui.paths, memory_line.detect_card())
+    suggested = memory_line.suggested_template(ui.paths, memory_line.detect_card(), family)
     return {"choices": template_choices(lang, family), "value": model_choice.template_for(family, saved.get("template"),
                                                                                           suggested)}
 
