@@ -6,6 +6,9 @@ latent frame/height/width and fps, `.precomputed/conditions/<media>.pt` the T5 e
 Its releases before late May 2025 named them flat, `latents/latent_00000000.pt` beside
 `conditions/condition_00000000.pt`, and the earliest wrote no fps; both are read too.
 
+An IC-LoRA run (`conditioning.mode: reference_video`) also reads `.precomputed/<reference dir>/<media>.pt`,
+the reference video's latents in the latents layout (the reference trainer's `reference_latents/`).
+
 Batches are drawn from one bucket at a time (the reference trainer handles a single bucket), and
 the order is a pure function of (seed, epoch): resuming at step k replays exactly the batches an
 uninterrupted run would have seen, and every rank of a multi-GPU run gets its own share.
@@ -14,7 +17,7 @@ uninterrupted run would have seen, and every rank of a multi-GPU run gets its ow
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -74,6 +77,7 @@ class Sample:
     bucket: Bucket
     audio_latents_path: Path | None = None
     fps: float = DEFAULT_FPS  # as the file records it; DEFAULT_FPS for files written without one
+    reference_latents_path: Path | None = None  # IC-LoRA: the reference video's latents, same size as the clip's
 
 
 class PrecomputedDataset(torch.utils.data.Dataset):
@@ -83,7 +87,9 @@ class PrecomputedDataset(torch.utils.data.Dataset):
     reshape error an hour into training). The family says what a conditions file holds
     (`conditions`: key -> training dtype; 0.9's T5 embeddings by default), whether each sample has
     audio latents of `audio_channels` features in `audio_latents/` (LTX-2 joint training) and
-    whether batches keep one frame rate (`bucket_by_fps`: LTX-2's transformer takes one fps a call).
+    whether batches keep one frame rate (`bucket_by_fps`: LTX-2's transformer takes one fps a call)
+    and, for an IC-LoRA run, the folder beside `latents/` that holds each sample's reference latents
+    (`reference_dir_name`; LTX-Video 0.9 references have the clip's own latent size).
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         conditions: dict[str, torch.dtype] = T5_CONDITIONS,
         audio_channels: int | None = None,
         bucket_by_fps: bool = False,
+        reference_dir_name: str | None = None,
     ):
         self.root = find_precomputed_root(root)
         self.conditions = conditions
@@ -117,6 +124,8 @@ class PrecomputedDataset(torch.utils.data.Dataset):
                 f"{without_fps} of {len(samples)} precomputed latent files record no fps (written by an early "
                 f"reference trainer); training them as {DEFAULT_FPS:g} fps clips, the pipeline's default frame rate."
             )
+        if reference_dir_name is not None:
+            samples = _with_references(samples, latents_dir, self.root / reference_dir_name, expected_channels)
         self.samples = samples
 
     @staticmethod
@@ -167,7 +176,34 @@ class PrecomputedDataset(torch.utils.data.Dataset):
         item.update({key: conditions[key].to(dtype) for key, dtype in self.conditions.items()})
         if sample.audio_latents_path is not None:
             item["audio_latents"] = load_precomputed(sample.audio_latents_path)["latents"].float()
+        if sample.reference_latents_path is not None:
+            item["reference_latents"] = load_precomputed(sample.reference_latents_path)["latents"].float()
         return item
+
+
+def _with_references(
+    samples: list[Sample], latents_dir: Path, reference_dir: Path, expected_channels: int | None
+) -> list[Sample]:
+    """Each sample paired with `reference_dir/<its relative name>`, checked at start: a clip without a
+    reference, or a reference of another size, names itself before the model loads."""
+    paths = [reference_dir / sample.latents_path.relative_to(latents_dir) for sample in samples]
+    missing = [str(path.relative_to(reference_dir)) for path in paths if not path.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DatasetError(
+            f"conditioning.mode is reference_video, but {len(missing)} of {len(samples)} samples have no reference "
+            f"latents in {reference_dir}: {shown}. Run scripts/preprocess_dataset.py with --reference-dir (the "
+            "folder of the reference videos), or remove those clips."
+        )
+    for sample, path in zip(samples, paths, strict=True):
+        bucket, _ = PrecomputedDataset._bucket_of(path, expected_channels)
+        if bucket != sample.bucket[:3]:
+            raise DatasetError(
+                f"{path}: reference latents of {'x'.join(map(str, bucket))} latent frames/height/width, but its clip "
+                f"{sample.latents_path.name} has {'x'.join(map(str, sample.bucket[:3]))}; an LTX-Video 0.9 reference "
+                "must have its clip's size and length. Preprocess the clip and its reference together again."
+            )
+    return [replace(sample, reference_latents_path=path) for sample, path in zip(samples, paths, strict=True)]
 
 
 def _check_audio_latents(path: Path, channels: int) -> None:
@@ -205,6 +241,7 @@ def collate(items: list[dict]) -> dict:
     """Stack one bucket's samples; text embeddings of different lengths are padded with a False mask.
 
     A bucket fixes the latent size but not the frame rate, so `fps` stays one value per sample.
+    Reference latents (IC-LoRA) have their clip's size, so they stack like the latents.
     """
     length = max(item["prompt_embeds"].shape[0] for item in items)
     embeds, masks = [], []
@@ -213,7 +250,7 @@ def collate(items: list[dict]) -> dict:
         embeds.append(torch.nn.functional.pad(item["prompt_embeds"], (0, 0, 0, pad)))
         masks.append(torch.nn.functional.pad(item["prompt_attention_mask"], (0, pad), value=False))
     first = items[0]
-    return {
+    batch = {
         "latents": torch.stack([item["latents"] for item in items]),
         "prompt_embeds": torch.stack(embeds),
         "prompt_attention_mask": torch.stack(masks),
@@ -222,6 +259,9 @@ def collate(items: list[dict]) -> dict:
         "width": first["width"],
         "fps": torch.tensor([item["fps"] for item in items], dtype=torch.float64),
     }
+    if "reference_latents" in first:
+        batch["reference_latents"] = torch.stack([item["reference_latents"] for item in items])
+    return batch
 
 
 class BucketBatchOrder:

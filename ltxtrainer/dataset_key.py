@@ -16,10 +16,13 @@ This module stays light (no torch) because the pipeline computes keys before it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
+
+import av
 
 from ltxtrainer.media import VIDEO_EXTENSIONS
 
@@ -71,8 +74,23 @@ def _file_sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def data_key(dataset_dir: Path, buckets: str, text_length: int, on_short: str, model_dir: Path) -> str:
-    """`<buckets>_t<text length>_<hash>`: the folder name under `.precomputed/` for this data."""
+def file_stamps(folder: Path, files: list[Path]) -> list[tuple[str, int, int]]:
+    """(relative path, size, modification time) of each file: what changes when a file is edited."""
+    stamps = []
+    for path in files:
+        stat = path.stat()
+        stamps.append((path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns))
+    return stamps
+
+
+def data_key(dataset_dir: Path, buckets: str, text_length: int | None, on_short: str, model_dir: Path,
+             extra: dict | None = None) -> str:
+    """`<buckets>_t<text length>_<hash>`: the folder name under `.precomputed/` for this data.
+
+    `text_length` None (LTX-2: Gemma's length is fixed) leaves the `_t...` part out. `extra` holds
+    further inputs of the data (IC-LoRA references) that join the hash; without it the key is what
+    it always was, so existing data keeps its folder.
+    """
     dataset_dir = Path(dataset_dir)
     media = []
     for path in find_media(dataset_dir):
@@ -83,12 +101,36 @@ def data_key(dataset_dir: Path, buckets: str, text_length: int, on_short: str, m
         "media": media,
         "captions_json": _file_sha256(dataset_dir / "captions.json"),
         "buckets": buckets,
-        "text_length": text_length,
         "on_short": on_short,
         "model": model_fingerprints(model_dir),
     }
+    if text_length is not None:
+        inputs["text_length"] = text_length
+    if extra:
+        inputs["extra"] = extra
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()[:_HASH_CHARS]
-    return f"{buckets.replace(';', '+')}_t{text_length}_{digest}"
+    length = "" if text_length is None else f"_t{text_length}"
+    return f"{buckets.replace(';', '+')}{length}_{digest}"
+
+
+@functools.lru_cache(maxsize=64)
+def _all_have_sound(folder: str, stamps: tuple[tuple[str, int, int], ...]) -> bool:
+    for relative, _, _ in stamps:
+        with av.open(str(Path(folder) / relative)) as container:
+            if not container.streams.audio:
+                return False
+    return True
+
+
+def all_have_sound(dataset_dir: Path) -> bool:
+    """Whether every media file of the dataset has a sound track (a still image or a silent clip has none).
+
+    Each file is opened once per version of it (the answer is kept per path, size and modification
+    time), so the pipeline may ask at every stage without probing the clips again.
+    """
+    dataset_dir = Path(dataset_dir)
+    files = find_media(dataset_dir) if dataset_dir.is_dir() else []
+    return _all_have_sound(str(dataset_dir), tuple(file_stamps(dataset_dir, files)))
 
 
 def key_folder(dataset_dir: Path, key: str) -> Path:

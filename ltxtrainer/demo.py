@@ -13,6 +13,10 @@ folder:
 
 `--family ltx2` runs the same stages on tiny LTX-2 models with the 24 GB template, from sources
 with a sound track; its validation videos carry sound.
+
+`--conditioning reference_video` trains an IC-LoRA instead: a reference stage computes each clip's
+Canny edges into DIR/datasets/APT/references_canny/, preprocess adds their latents
+(reference_latents/), and each validation sample shows the reference beside the result.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ DEMO_SIZE = (64, 64, 9)  # W, H, F: the smallest bucket the VAE accepts with a r
 # and than the 9 frames one sample needs, and a hard cut separates scenes of different colours.
 DEMO_SOURCES = {"demo_walk.mp4": (20, 20), "demo_dance.mp4": (18, 22, 18)}
 FAMILIES = ("ltx_video", "ltx2")
+DEMO_REFERENCE_KIND = "canny"  # the reference trainer's own IC-LoRA example: edges to video
 # The LTX-2 demo trains the shipped 24 GB template (int8, bf16, step-0 validation with sound),
 # shrunk to the tiny model: two steps, two denoising steps, Gemma in full precision on the CPU
 # (8-bit loading needs a CUDA GPU).
@@ -80,9 +85,11 @@ def ensure_tiny_model(folder: Path, family: str = "ltx_video") -> Path:
     return save_tiny_model(folder, overwrite=True)
 
 
-def demo_options(output_dir: Path, model_path: Path, family: str = "ltx_video") -> PipelineOptions:
+def demo_options(output_dir: Path, model_path: Path, family: str = "ltx_video",
+                 conditioning: str = "none") -> PipelineOptions:
     width, height, frames = DEMO_SIZE
     ltx2 = family == "ltx2"
+    reference_video = conditioning == "reference_video"
     return PipelineOptions(
         project=DEMO_TRIGGER,
         width=width,
@@ -96,18 +103,22 @@ def demo_options(output_dir: Path, model_path: Path, family: str = "ltx_video") 
         train_date_dir=output_dir / "train_date",
         work_dir=output_dir / "datasets",
         outputs_dir=output_dir / "outputs",
+        conditioning=conditioning,
+        reference_kind=DEMO_REFERENCE_KIND if reference_video else None,
     )
 
 
-def run_demo(output_dir: str | Path, model_path: str | Path | None = None, family: str = "ltx_video") -> int:
+def run_demo(output_dir: str | Path, model_path: str | Path | None = None, family: str = "ltx_video",
+             conditioning: str = "none") -> int:
     """Run split -> caption -> preprocess -> train (with a validation sample) -> export under `output_dir`,
-    on tiny LTX-Video 0.9 models or (`family="ltx2"`) tiny LTX-2 ones with sources that have sound."""
+    on tiny LTX-Video 0.9 models or (`family="ltx2"`) tiny LTX-2 ones with sources that have sound;
+    `conditioning="reference_video"` adds the reference stage and trains an IC-LoRA."""
     if family not in FAMILIES:
         raise ValueError(f"demo family {family!r} is not one of {', '.join(FAMILIES)}")
     output_dir = Path(output_dir).resolve()
     default_model = output_dir / "models" / ("tiny-ltx2" if family == "ltx2" else "tiny-ltxv")
     model = ensure_tiny_model(Path(model_path) if model_path else default_model, family)
-    options = demo_options(output_dir, model.resolve(), family)
+    options = demo_options(output_dir, model.resolve(), family, conditioning)
     make_demo_sources(options.train_date_dir / DEMO_TRIGGER, with_sound=family == "ltx2")
     code = run_pipeline(options)
     if code == EXIT_OK:

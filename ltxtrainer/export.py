@@ -55,6 +55,9 @@ DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"
 DIFFUSERS_COMPONENT = "transformer"
 # Our own record (rank, alpha, folded scale, source) in a key no loader interprets.
 LTXTRAINER_METADATA_KEY = "ltxtrainer_lora"
+# An IC-LoRA's reference downscale factor N, where Lightricks' successor trainer writes it and its
+# LTX-2 pipelines (ltx_pipelines.iclora_utils) read it: a top-level metadata entry, the integer as text.
+REFERENCE_DOWNSCALE_METADATA_KEY = "reference_downscale_factor"
 MERGE_RECORD = "ltxtrainer_merge.json"
 
 PREFIXES = {
@@ -590,13 +593,15 @@ def _ltx2_conversion(
     alpha = float(record.get("alpha", rank))
     scale = alpha / rank if record.get("folded", True) and "alpha" in record else 1.0
     unfolded = {key: value.float() / scale if ".lora_B." in key else value for key, value in state.items()}
+    # An IC-LoRA is useless without its reference scale: it goes into the converted file too.
+    kept = {key: metadata[key] for key in (REFERENCE_DOWNSCALE_METADATA_KEY,) if key in metadata}
     if direction == "comfy":
         folded, new_metadata = ltx2.comfyui_state_dict(unfolded, rank, alpha)
         key_dtype = {ltx2.COMFYUI_PREFIX + key: value.dtype for key, value in state.items()}
-        return {key: value.to(key_dtype[key]) for key, value in folded.items()}, new_metadata
+        return {key: value.to(key_dtype[key]) for key, value in folded.items()}, {**new_metadata, **kept}
     converted = {f"{DIFFUSERS_COMPONENT}.{key}": value.contiguous() for key, value in state.items()}
     new_record = {"family": "ltx2", "folded": True, "rank": rank, "alpha": _number(alpha), "scale": alpha / rank}
-    return converted, {"format": "pt", LTXTRAINER_METADATA_KEY: json.dumps(new_record, sort_keys=True)}
+    return converted, {"format": "pt", LTXTRAINER_METADATA_KEY: json.dumps(new_record, sort_keys=True), **kept}
 
 
 def to_comfyui(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:

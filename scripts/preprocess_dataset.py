@@ -8,6 +8,9 @@ again after adding clips or editing captions: only what changed is computed. Cap
 encoded to 256 T5 tokens by default, as the reference trainer and diffusers' LTXConditionPipeline
 do; the validation prompts must then be encoded at the same length. For an LTX-2 folder the
 clips' sound is encoded too when every clip has a sound track (--with-audio / --no-audio choose).
+For IC-LoRA, --reference-dir DIR (references from scripts/compute_reference.py, or your own named
+like the clips) also writes reference_latents/: each clip's reference cut and resized exactly as
+the clip; a clip without a reference is skipped and named.
 """
 
 from __future__ import annotations
@@ -61,6 +64,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "Default: sound when every clip has a sound track, otherwise video only",
     )
     audio.add_argument("--no-audio", dest="with_audio", action="store_const", const=False, help="LTX-2 only: video only")
+    parser.add_argument(
+        "--reference-dir", type=Path, metavar="DIR",
+        help="IC-LoRA: folder of reference videos, <clip name>_reference.mp4 or <clip name>.<ext> in each "
+        "clip's sub-folder (captions.json's reference_path wins); writes reference_latents/",
+    )
+    parser.add_argument(
+        "--reference-downscale", type=int, choices=(1, 2, 4), default=1, metavar="{1,2,4}",
+        help="LTX-2 only: encode the references at 1/N of the clips' width and height (default 1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -84,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             on_short=args.on_short,
             output_dir=args.output_dir,
             with_audio=args.with_audio,
+            reference_dir=args.reference_dir,
+            reference_downscale=args.reference_downscale,
         )
     except (PreprocessError, BucketError, ModelFolderError, OSError) as error:
         print(f"Preprocessing stopped: {error}", file=sys.stderr)

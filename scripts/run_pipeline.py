@@ -5,7 +5,8 @@
         --api-base-url https://api.moonshot.cn/v1 --api-model moonshot-v1-8k-vision-preview \
         --api-key-env MOONSHOT_API_KEY --set optimization.steps=1500
     python scripts/run_pipeline.py PROJECT --run-name NAME --resume   # continue run NAME
-    python scripts/run_pipeline.py --demo [--family ltx2] [--output-dir outputs/demo]
+    python scripts/run_pipeline.py --demo [--family ltx2] [--conditioning reference_video] [--output-dir outputs/demo]
+    python scripts/run_pipeline.py PROJECT --conditioning reference_video --reference-kind canny ...  # IC-LoRA
     python scripts/run_pipeline.py PROJECT --config-template ltx2 --model-path models/LTX-2-diffusers ...
 
 PROJECT is the trigger word and the folder name under train_date/. Folders: train_date/PROJECT/
@@ -13,6 +14,12 @@ PROJECT is the trigger word and the folder name under train_date/. Folders: trai
 data folder per resolution, text length and caption set) -> outputs/RUN/ (training_config.yaml,
 pipeline_status.json, metrics.jsonl, checkpoints/, samples/, lora_weights.safetensors,
 RUN_comfy.safetensors). Asking for train also exports the ComfyUI file.
+
+IC-LoRA (--conditioning reference_video): a reference stage runs between caption and preprocess.
+It computes each clip's reference (--reference-kind canny|blur|gray|downscale) into
+datasets/PROJECT/references_KIND/, or checks that --reference-dir holds one for every clip
+(--reference-kind folder). Preprocess then also writes reference_latents/, the run trains with
+conditioning.mode reference_video, and each validation sample shows reference | result.
 
 RUN is --run-name, or the run of an identical earlier request, or a new
 PROJECT_WxHxF_YYYYMMDD-HHMMSS. Run the same request again at any time: finished stages are
@@ -41,6 +48,8 @@ from ltxtrainer.captioning.backends import DEFAULT_API_KEY_ENV  # noqa: E402
 from ltxtrainer.dataset_key import DEFAULT_TEXT_LENGTH  # noqa: E402
 from ltxtrainer.pipeline import (  # noqa: E402
     CAPTIONERS,
+    CONDITIONING_MODES,
+    DEFAULT_REFERENCE_KIND,
     ON_SHORT,
     REPO_ROOT,
     TEMPLATES,
@@ -98,6 +107,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="clips shorter than --frames: train them with fewer frames (shrink, default) or leave them out")
     parser.add_argument("--max-sequence-length", type=int, default=DEFAULT_TEXT_LENGTH,
                         help=f"T5 tokens per caption (default {DEFAULT_TEXT_LENGTH}, as the reference trainer)")
+    parser.add_argument("--conditioning", choices=CONDITIONING_MODES, default="none",
+                        help="reference_video: train an IC-LoRA, each clip guided by a reference video (default none)")
+    parser.add_argument("--reference-kind",
+                        help="with --conditioning reference_video: canny, blur, gray or downscale (computed from the "
+                        "clips into datasets/PROJECT/references_KIND/), or folder (your own, see --reference-dir); "
+                        f"default {DEFAULT_REFERENCE_KIND}")
+    parser.add_argument("--reference-dir", type=Path,
+                        help="with --reference-kind folder: your reference videos, each named like its clip "
+                        "(clip.mp4 -> clip_reference.mp4 or clip.mp4, in the same sub-folder)")
+    parser.add_argument("--reference-downscale", type=int, default=1,
+                        help="LTX-2 only: references at 1/N of the clips' width and height, N = 1, 2 or 4 (default 1)")
     parser.add_argument("--demo", action="store_true", help="run the end-to-end demo on tiny models (CPU is fine)")
     parser.add_argument("--family", choices=("ltx_video", "ltx2"), default="ltx_video",
                         help="with --demo: tiny LTX-Video 0.9 models (default) or tiny LTX-2 with sound")
@@ -111,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         from ltxtrainer.demo import run_demo
 
-        return run_demo(args.output_dir, family=args.family)
+        return run_demo(args.output_dir, family=args.family, conditioning=args.conditioning)
     try:
         if not args.project:
             raise PipelineError("Name the project (its trigger word) first, e.g. run_pipeline.py mystyle --resolution 768x512.")
@@ -124,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             work_dir=args.work_dir, outputs_dir=args.outputs_dir, overrides=options_from_overrides(args.overrides),
             detector=args.detector, threshold=args.threshold, min_scene_len=args.min_scene_len,
             max_scene_len=args.max_scene_len, run_name=args.run_name, resume=args.resume, on_short=args.on_short,
-            text_length=args.max_sequence_length,
+            text_length=args.max_sequence_length, conditioning=args.conditioning, reference_kind=args.reference_kind,
+            reference_dir=args.reference_dir, reference_downscale=args.reference_downscale,
         )
     except PipelineError as error:
         return refuse(str(error))

@@ -37,3 +37,15 @@ def write_legacy_sample(root: Path, index: int, frames: int, height: int, width:
     torch.save(latents, precomputed / "latents" / f"latent_{index:08d}.pt")
     latents_path.unlink()
     (precomputed / "conditions" / f"clip{index}.pt").rename(precomputed / "conditions" / f"condition_{index:08d}.pt")
+
+
+def write_reference(
+    root: Path, name: str, frames: int, height: int, width: int, seed: int, folder: str = "reference_latents"
+) -> Path:
+    """A sample's reference latents (IC-LoRA) in the latents layout, under `.precomputed/<folder>/`."""
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    latents = torch.randn(frames * height * width, TINY_LATENT_CHANNELS, generator=generator)
+    path = root / ".precomputed" / folder / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"latents": latents, "num_frames": frames, "height": height, "width": width, "fps": 24.0}, path)
+    return path

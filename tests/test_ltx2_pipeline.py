@@ -164,7 +164,58 @@ def test_pipeline_with_the_ltx2_template_trains_sound_when_every_scene_clip_has_
     config = yaml.safe_load((Path(end["run_dir"]) / "training_config.yaml").read_text(encoding="utf-8"))
     data_dir = Path(config["data"]["preprocessed_data_root"])
     assert data_dir.name.endswith("_ltx2_av") and config["model"]["with_audio"] is True
+    assert data_dir.name.startswith(f"{BUCKET}_") and "_t256_" not in data_dir.name  # Gemma's length is fixed
     assert sorted(path.name for path in (data_dir / AUDIO_LATENTS_DIR).glob("*.pt")) == ["clip0.pt", "clip1.pt"]
     lora = load_file(str(end["lora"]))
     assert any(".audio_attn1." in key for key in lora) and any(".video_to_audio_attn." in key for key in lora)
     assert Path(end["comfyui_lora"]).is_file()
+
+
+AUDIO_CHOICE_PROBE = """
+import json, sys
+from pathlib import Path
+import av
+
+opened = []
+real_open = av.open
+
+
+def counting_open(file, *args, **kwargs):
+    opened.append(str(file))
+    return real_open(file, *args, **kwargs)
+
+
+av.open = counting_open
+from ltxtrainer.pipeline import PipelineOptions, project_paths
+from ltxtrainer.pipeline.run_choice import current_data_key
+from ltxtrainer.pipeline.run_config import audio_choice
+from ltxtrainer.synthetic import make_clip
+
+root, model = Path(sys.argv[1]), sys.argv[2]
+options = PipelineOptions(project="APT", width=64, height=64, frames=9, config_template="ltx2",
+                          model_path=Path(model), work_dir=root / "datasets", outputs_dir=root / "outputs",
+                          train_date_dir=root / "train_date")
+paths = project_paths(options)
+answers = [audio_choice(options, paths, model) for _ in range(3)]
+key = current_data_key(options, paths, model)
+probes = len(opened)
+make_clip(paths.scenes_dir / "silent.mp4", 64, 64, (10,))
+print(json.dumps({"answers": answers, "probes": probes, "key": key, "torch": "torch" in sys.modules,
+                  "after_silent_clip": audio_choice(options, paths, model)}))
+"""
+
+
+def test_the_audio_choice_probes_each_clip_once_per_request_without_importing_torch(tiny_ltx2, tmp_path) -> None:
+    """The pipeline asks whether every clip has sound while planning each stage; it must not decode
+    the dataset again each time, nor load torch (seconds) before any stage runs."""
+    scenes = tmp_path / "datasets" / "APT" / "scenes"
+    write_clip_with_sound(scenes / "clip0.mp4", 0, 330.0)
+    write_clip_with_sound(scenes / "子 sub" / "clip1.mp4", 1, 660.0)
+    done = subprocess.run([sys.executable, "-c", AUDIO_CHOICE_PROBE, str(tmp_path), str(tiny_ltx2)], env=ENV, cwd=REPO,
+                          capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["answers"] == [True, True, True] and result["probes"] == 2
+    assert result["torch"] is False
+    assert result["key"].startswith("64x64x9_") and "_t256" not in result["key"] and result["key"].endswith("_ltx2_av")
+    assert result["after_silent_clip"] is False  # a new clip is probed: one silent clip makes the run video only

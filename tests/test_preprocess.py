@@ -19,7 +19,14 @@ from ltxtrainer.media import load_clip, probe_video
 from ltxtrainer.models.folder import ModelFolderError
 from ltxtrainer.models.ltx_video import load_vae
 from ltxtrainer.models.tiny import TINY_LATENT_CHANNELS, TINY_TEXT_HIDDEN
-from ltxtrainer.preprocess import precomputed_paths, preprocess_dataset
+from ltxtrainer.preprocess import (
+    PreprocessError,
+    encode_frames,
+    precomputed_paths,
+    preprocess_dataset,
+    reference_latents_path,
+)
+from ltxtrainer.reference import compute_references
 from ltxtrainer.synthetic import make_clip, scene_frames
 
 BUCKETS = "96x64x17;64x96x17;64x64x17"
@@ -255,3 +262,153 @@ def test_a_dataset_nothing_of_which_can_be_used_says_why_each_file_failed(tmp_pa
     assert last.startswith("Preprocessing stopped: none of the 2 media file(s)")
     assert "short.mp4 (has 12 frames, fewer than its bucket" in last and "--on-short shrink" in last
     assert "nocap.mp4 (no caption" in last
+
+
+# --- IC-LoRA reference latents -------------------------------------------------------------------
+
+
+def write_reference_dataset(folder: Path) -> Path:
+    """Two clips of other sizes and lengths (one in a sub-folder) and their canny references."""
+    make_clip(folder / "clips" / "a.mp4", width=96, height=64, frames_per_scene=(17,))
+    make_clip(folder / "clips" / "sub" / "b 片段.mp4", width=64, height=96, frames_per_scene=(20,))
+    (folder / "clips" / "a.txt").write_text("a red square", encoding="utf-8")
+    (folder / "clips" / "sub" / "b 片段.txt").write_text("a green square", encoding="utf-8")
+    compute_references(folder / "clips", folder / "refs", "canny")
+    return folder / "clips"
+
+
+def test_reference_latents_are_their_clips_cut_and_rerun_only_what_changed(tmp_path, tiny_model_dir):
+    dataset = write_reference_dataset(tmp_path)
+    make_clip(dataset / "c.mp4", width=64, height=64, frames_per_scene=(17,))  # made after the references
+    (dataset / "c.txt").write_text("a blue square", encoding="utf-8")
+    references, output = tmp_path / "refs", dataset / PRECOMPUTED
+    report = preprocess_dataset(dataset, BUCKETS, tiny_model_dir, max_sequence_length=16, reference_dir=references)
+    assert report.computed == ["a.mp4", "sub/b 片段.mp4"]
+    assert set(report.failed) == {"c.mp4"} and "no reference video" in report.failed["c.mp4"]
+
+    vae = load_vae(tiny_model_dir, dtype=torch.float32, device="cpu")
+    for relative, (width, height) in {"a.mp4": (96, 64), "sub/b 片段.mp4": (64, 96)}.items():
+        clip = torch.load(precomputed_paths(output, relative)[0], weights_only=True)
+        reference = torch.load(reference_latents_path(output, relative), weights_only=True)
+        assert set(reference) == set(clip)  # the latents layout, as the reference trainer's IC datasets
+        assert reference["latents"].shape == clip["latents"].shape
+        assert [reference[k] for k in ("num_frames", "height", "width", "fps")] == [
+            clip[k] for k in ("num_frames", "height", "width", "fps")]
+        # The reference's own first 17 frames, resized and cropped to the clip's bucket (b has 20).
+        frames, _ = load_clip(references / f"{Path(relative).with_suffix('')}_reference.mp4", width, height, 17)
+        torch.testing.assert_close(reference["latents"], encode_frames(vae, frames).float())
+        assert not torch.allclose(reference["latents"], clip["latents"], atol=0.1)
+
+    a_clip, a_reference = precomputed_paths(output, "a.mp4")[0], reference_latents_path(output, "a.mp4")
+    stamps = a_clip.stat().st_mtime_ns, a_reference.stat().st_mtime_ns
+    again = preprocess_dataset(dataset, BUCKETS, tiny_model_dir, max_sequence_length=16, reference_dir=references)
+    assert (again.computed, again.skipped) == ([], ["a.mp4", "sub/b 片段.mp4"])
+    assert (a_clip.stat().st_mtime_ns, a_reference.stat().st_mtime_ns) == stamps
+
+    compute_references(dataset, tmp_path / "blurred", "blur")
+    shutil.copyfile(tmp_path / "blurred" / "a_reference.mp4", references / "a_reference.mp4")  # another reference
+    changed = preprocess_dataset(dataset, BUCKETS, tiny_model_dir, max_sequence_length=16, reference_dir=references)
+    assert (changed.computed, changed.skipped) == (["a.mp4"], ["sub/b 片段.mp4"])
+    assert a_clip.stat().st_mtime_ns == stamps[0]  # the clip's own latents stay
+    frames, _ = load_clip(references / "a_reference.mp4", 96, 64, 17)
+    torch.testing.assert_close(torch.load(a_reference, weights_only=True)["latents"], encode_frames(vae, frames).float())
+
+    (references / "sub" / "b 片段_reference.mp4").unlink()  # a clip that lost its reference no longer trains
+    lost = preprocess_dataset(dataset, BUCKETS, tiny_model_dir, max_sequence_length=16, reference_dir=references)
+    assert "no reference video" in lost.failed["sub/b 片段.mp4"]
+    assert not reference_latents_path(output, "sub/b 片段.mp4").exists()
+    assert not precomputed_paths(output, "sub/b 片段.mp4")[0].exists()
+
+
+def test_references_named_in_captions_json_and_beside_the_clips(tmp_path, tiny_model_dir):
+    dataset = tmp_path / "set"
+    make_clip(dataset / "x.mp4", width=64, height=64, frames_per_scene=(9,))
+    make_clip(dataset / "y.mp4", width=64, height=64, frames_per_scene=(9,), fps=30.0)
+    compute_references(dataset, dataset / "controls", "gray")
+    (dataset / "controls" / "x_reference.mp4").rename(dataset / "controls" / "edges of x.mp4")
+    compute_references(dataset, dataset, "canny")  # y_reference.mp4 beside y.mp4 (and x_reference.mp4)
+    captions = [
+        {"media_path": "x.mp4", "caption": "a red square", "reference_path": "controls/edges of x.mp4"},
+        {"media_path": "y.mp4", "caption": "a red square, faster"},
+    ]
+    (dataset / "captions.json").write_text(json.dumps(captions), encoding="utf-8")
+    report = preprocess_dataset(dataset, "64x64x9", tiny_model_dir, max_sequence_length=16, reference_dir=dataset)
+    # The references are no training clips, wherever they lie in the dataset folder.
+    assert (report.computed, report.failed) == (["x.mp4", "y.mp4"], {})
+    vae = load_vae(tiny_model_dir, dtype=torch.float32, device="cpu")
+    for relative, reference in {"x.mp4": "controls/edges of x.mp4", "y.mp4": "y_reference.mp4"}.items():
+        frames, fps = load_clip(dataset / reference, 64, 64, 9)
+        stored = torch.load(reference_latents_path(dataset / PRECOMPUTED, relative), weights_only=True)
+        torch.testing.assert_close(stored["latents"], encode_frames(vae, frames).float())
+        assert stored["fps"] == pytest.approx(fps)
+
+
+def test_references_that_cannot_guide_their_clip_are_refused_with_the_reason(tmp_path, tiny_model_dir):
+    dataset = tmp_path / "set"
+    make_clip(dataset / "a.mp4", width=64, height=64, frames_per_scene=(17,))
+    make_clip(dataset / "b.mp4", width=64, height=64, frames_per_scene=(17,))
+    make_clip(dataset / "c.mp4", width=64, height=64, frames_per_scene=(17,))
+    for name in "abc":
+        (dataset / f"{name}.txt").write_text("a red square", encoding="utf-8")
+    references = tmp_path / "refs"
+    with pytest.raises(PreprocessError, match="reference folder not found"):
+        preprocess_dataset(dataset, "64x64x17", tiny_model_dir, reference_dir=references)
+    references.mkdir()
+    with pytest.raises(PreprocessError, match="not one of the 3 clip"):
+        preprocess_dataset(dataset, "64x64x17", tiny_model_dir, reference_dir=references)
+    make_clip(references / "a.mp4", width=64, height=64, frames_per_scene=(17,), fps=12.0)
+    make_clip(references / "b.mp4", width=64, height=64, frames_per_scene=(9,))
+    (references / "c.mp4").write_bytes(b"not a video" * 40)
+    report = preprocess_dataset(dataset, "64x64x17", tiny_model_dir, reference_dir=references)
+    assert "12 fps" in report.failed["a.mp4"] and "24 fps" in report.failed["a.mp4"]
+    assert "9 frames" in report.failed["b.mp4"] and "17" in report.failed["b.mp4"]
+    assert "c.mp4" in report.failed["c.mp4"] and "reference" in report.failed["c.mp4"]
+    with pytest.raises(PreprocessError, match="LTX-2"):
+        preprocess_dataset(dataset, "64x64x17", tiny_model_dir, reference_dir=references, reference_downscale=2)
+    refused = run_cli(dataset, "--resolution-buckets", "64x64x17", "--model-path", tiny_model_dir,
+                      "--reference-dir", references, "--reference-downscale", "3", cwd=tmp_path)
+    assert refused.returncode == 2 and "--reference-downscale" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx2_dir(tmp_path_factory) -> Path:
+    from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
+
+    return save_tiny_ltx2_model(tmp_path_factory.mktemp("models") / "tiny-ltx2")
+
+
+def test_ltx2_references_are_encoded_at_the_downscaled_size_and_the_factor_is_recorded(tmp_path, tiny_ltx2_dir):
+    from ltxtrainer.models import ltx2
+
+    dataset = tmp_path / "数据 set"
+    for name in ("a", "b"):
+        make_clip(dataset / f"{name}.mp4", width=64, height=64, frames_per_scene=(17,), fps=16.0)
+        (dataset / f"{name}.txt").write_text(f"a square {name}", encoding="utf-8")
+    references, output = tmp_path / "refs", dataset / PRECOMPUTED
+    compute_references(dataset, references, "canny")
+    run = dict(device="cpu", reference_dir=references)
+    assert preprocess_dataset(dataset, "64x64x17", tiny_ltx2_dir, reference_downscale=2, **run).computed == ["a.mp4", "b.mp4"]
+
+    vae = ltx2.load_component(tiny_ltx2_dir, "vae", torch.float32, torch.device("cpu"))
+    clip = torch.load(precomputed_paths(output, "a.mp4")[0], weights_only=True)
+    reference = torch.load(reference_latents_path(output, "a.mp4"), weights_only=True)
+    assert set(reference) == set(clip) | {"downscale_factor"} and reference["downscale_factor"] == 2
+    assert (reference["num_frames"], reference["height"], reference["width"]) == (3, 1, 1)  # the clip: 3, 2, 2
+    assert (clip["num_frames"], clip["height"], clip["width"]) == (3, 2, 2) and reference["fps"] == clip["fps"]
+    frames, _ = load_clip(references / "a_reference.mp4", 32, 32, 17)
+    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    torch.testing.assert_close(reference["latents"], ltx2.encode_video(vae, pixels)[0].float())
+
+    latents_stamp = precomputed_paths(output, "a.mp4")[0].stat().st_mtime_ns
+    again = preprocess_dataset(dataset, "64x64x17", tiny_ltx2_dir, reference_downscale=2, **run)
+    assert (again.computed, again.skipped) == ([], ["a.mp4", "b.mp4"])
+    full_size = preprocess_dataset(dataset, "64x64x17", tiny_ltx2_dir, reference_downscale=1, **run)
+    assert full_size.computed == ["a.mp4", "b.mp4"]
+    assert precomputed_paths(output, "a.mp4")[0].stat().st_mtime_ns == latents_stamp  # only the references
+    reference = torch.load(reference_latents_path(output, "a.mp4"), weights_only=True)
+    assert (reference["height"], reference["width"], reference["downscale_factor"]) == (2, 2, 1)
+
+    with pytest.raises(PreprocessError, match=r"1/4 of the width 64 .* 16 pixels"):
+        preprocess_dataset(dataset, "64x64x17", tiny_ltx2_dir, reference_downscale=4, **run)
+    with pytest.raises(PreprocessError, match="96"):
+        preprocess_dataset(dataset, "96x64x17", tiny_ltx2_dir, reference_downscale=2, **run)

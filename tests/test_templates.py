@@ -7,7 +7,9 @@ precision, quantization, gradient checkpointing, the validation video before the
 dataloader workers. bf16 runs on the CPU, so all of this runs on CI.
 
 The reference LTX-Video-Trainer's shipped 2B configs are held here as data (their field values,
-written out) and must train unchanged but for the same paths and sizes.
+written out) and must train unchanged but for the same paths and sizes. IC-LoRA configs
+(`conditioning.mode: reference_video`) get a dataset with reference latents and one reference video
+per validation prompt.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ltxtrainer.media import probe_video
 from ltxtrainer.pipeline import TEMPLATES
 from ltxtrainer.training import checkpoints
 from ltxtrainer.training.trainer import EFFECTIVE_CONFIG, run_training
-from tests.precomputed import write_sample
+from tests.precomputed import write_reference, write_sample
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -75,7 +77,30 @@ REFERENCE_2B_LORA_LOW_VRAM = {
                      "enable_gradient_checkpointing": True},
     "acceleration": {**REFERENCE_2B_LORA["acceleration"], "quantization": "fp8-quanto"},
 }
-REFERENCES = {"ltxv_2b_lora": REFERENCE_2B_LORA, "ltxv_2b_lora_low_vram": REFERENCE_2B_LORA_LOW_VRAM}
+# configs/ltxv_13b_ic_lora.yaml: IC-LoRA, rank 128 on attention and feed-forward, three reference videos.
+REFERENCE_13B_IC_LORA = {
+    **REFERENCE_2B_LORA,
+    "model": {"model_source": "LTXV_13B_097_DEV", "training_mode": "lora", "load_checkpoint": None},
+    "lora": {"rank": 128, "alpha": 128, "dropout": 0.0,
+             "target_modules": ["to_k", "to_q", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]},
+    "conditioning": {"mode": "reference_video", "first_frame_conditioning_p": 0.2,
+                     "reference_latents_dir": "reference_latents"},
+    "optimization": {**REFERENCE_2B_LORA["optimization"], "steps": 2000, "enable_gradient_checkpointing": True},
+    "acceleration": {**REFERENCE_2B_LORA["acceleration"], "load_text_encoder_in_8bit": False},
+    "validation": {
+        "prompts": ["First validation prompt", "Second validation prompt", "Third validation prompt"],
+        "reference_videos": ["/path/to/reference_a.mp4", "/path/to/reference_b.mp4", "/path/to/reference_c.mp4"],
+        "negative_prompt": "worst quality, inconsistent motion, blurry, jittery, distorted",
+        "video_dims": [512, 512, 81], "seed": 42, "inference_steps": 50, "interval": 250,
+        "videos_per_prompt": 1, "guidance_scale": 3.5,
+    },
+    "checkpoints": {"interval": 250, "keep_last_n": 3},
+    "output_dir": "outputs/ic_lora_13b",
+}
+REFERENCES = {
+    "ltxv_2b_lora": REFERENCE_2B_LORA, "ltxv_2b_lora_low_vram": REFERENCE_2B_LORA_LOW_VRAM,
+    "ltxv_13b_ic_lora": REFERENCE_13B_IC_LORA,
+}
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +111,35 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
-def shrink(data: dict, model_dir: Path, data_dir: Path, output_dir: Path, steps: int = STEPS) -> dict:
-    """The template with only the fields a tiny run must change."""
+@pytest.fixture(scope="module")
+def ic_dataset(tmp_path_factory) -> Path:
+    """The dataset above with each clip's reference latents, as preprocess --reference-dir writes them."""
+    root = tmp_path_factory.mktemp("ic dataset")
+    for index, fps in enumerate(CLIP_FPS):
+        write_sample(root, f"clip{index}", frames=2, height=2, width=2, seed=index, text_length=TEXT_LENGTH, fps=fps)
+        write_reference(root, f"clip{index}", frames=2, height=2, width=2, seed=index)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference_videos(tmp_path_factory) -> list[Path]:
+    """Reference videos for IC validation prompts, in a folder with spaces and Chinese characters."""
+    from ltxtrainer.media import write_video
+    from ltxtrainer.synthetic import scene_frames
+
+    folder = tmp_path_factory.mktemp("参考 videos")
+    return [write_video(folder / f"ref {index}.mp4", scene_frames(64, 64, 9, index), 30.0) for index in range(3)]
+
+
+def is_ic(data: dict) -> bool:
+    return (data.get("conditioning") or {}).get("mode") == "reference_video"
+
+
+def shrink(
+    data: dict, model_dir: Path, data_dir: Path, output_dir: Path, steps: int = STEPS,
+    reference_videos: list[Path] | None = None,
+) -> dict:
+    """The template with only the fields a tiny run must change (and, for IC-LoRA, the reference videos' paths)."""
     data = json.loads(json.dumps(data))
     data["model"]["model_source"] = str(model_dir)
     data["data"]["preprocessed_data_root"] = str(data_dir)
@@ -96,6 +148,8 @@ def shrink(data: dict, model_dir: Path, data_dir: Path, output_dir: Path, steps:
     data["validation"]["video_dims"] = [64, 64, 9]
     data["validation"]["inference_steps"] = 2
     data["validation"]["prompts"] = data["validation"]["prompts"] or [CAPTION]
+    if is_ic(data):
+        data["validation"]["reference_videos"] = [str(path) for path in reference_videos[: len(data["validation"]["prompts"])]]
     data["checkpoints"]["interval"] = 2
     return data
 
@@ -111,6 +165,7 @@ def assert_trains_validates_checkpoints_and_resumes(data: dict, output: Path) ->
     prompts = len(data["validation"]["prompts"])
     assert len(sample_videos(output, 0)) == prompts  # before the first step
     assert len(sample_videos(output, STEPS)) == prompts  # after the last
+    assert probe_video(sample_videos(output, 0)[0]).width == (128 if is_ic(data) else 64)  # IC: reference | result
     assert [step for step, _ in checkpoints.list_checkpoints(output)] == [2, STEPS]
     uninterrupted = load_file(str(result.lora_path))
 
@@ -163,9 +218,11 @@ def test_every_shipped_template_trains_validates_and_resumes(request, tmp_path, 
     # configs/ltx2_*.yaml are LTX-2 templates: the tiny LTX-2 model and LTX-2 data with sound.
     ltx2 = template.stem.startswith("ltx2_")
     tiny_model_dir = request.getfixturevalue("tiny_ltx2_dir" if ltx2 else "tiny_model_dir")
-    dataset = request.getfixturevalue("ltx2_dataset" if ltx2 else "dataset")
+    dataset = request.getfixturevalue("ltx2_dataset" if ltx2 else "ic_dataset" if is_ic(shipped) else "dataset")
     output = tmp_path / "运行 run"
-    assert_trains_validates_checkpoints_and_resumes(shrink(shipped, tiny_model_dir, dataset, output), output)
+    references = request.getfixturevalue("reference_videos") if is_ic(shipped) else None
+    assert_trains_validates_checkpoints_and_resumes(shrink(shipped, tiny_model_dir, dataset, output,
+                                                           reference_videos=references), output)
 
     effective = load_config(output / EFFECTIVE_CONFIG)
     assert effective.validation.frame_rate == 30.0
@@ -173,6 +230,10 @@ def test_every_shipped_template_trains_validates_and_resumes(request, tmp_path, 
 
 
 @pytest.mark.parametrize("name", REFERENCES)
-def test_the_reference_trainers_2b_configs_train_unchanged_but_for_paths(tiny_model_dir, dataset, tmp_path, name):
+def test_the_reference_trainers_configs_train_unchanged_but_for_paths(request, tiny_model_dir, tmp_path, name):
+    reference = REFERENCES[name]
+    dataset = request.getfixturevalue("ic_dataset" if is_ic(reference) else "dataset")
+    references = request.getfixturevalue("reference_videos") if is_ic(reference) else None
     output = tmp_path / "run"
-    assert_trains_validates_checkpoints_and_resumes(shrink(REFERENCES[name], tiny_model_dir, dataset, output), output)
+    data = shrink(reference, tiny_model_dir, dataset, output, reference_videos=references)
+    assert_trains_validates_checkpoints_and_resumes(data, output)

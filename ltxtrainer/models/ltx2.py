@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from diffusers import LTX2Pipeline
 
-from ltxtrainer.config import TrainerConfig
-from ltxtrainer.data import PrecomputedDataset
+from ltxtrainer.config import ConditioningConfig, TrainerConfig
+from ltxtrainer.data import DatasetError, PrecomputedDataset, load_precomputed
 from ltxtrainer.models.folder import require_model_folder
 from ltxtrainer.training import flow_matching
 
@@ -382,7 +382,8 @@ class LTX2Sample:
     """A batch as precompute stores it: packed normalised latents and connector outputs.
 
     `latent_frames/height/width` describe the video latents (all samples share one bucket);
-    `audio_latents` is None for video-only training.
+    `audio_latents` is None for video-only training; `reference_latents` (IC-LoRA) are the packed
+    latents of each clip's reference, encoded at 1/`reference_downscale_factor` of its width and height.
     """
 
     video_latents: torch.Tensor  # [B, tokens, C]
@@ -394,6 +395,8 @@ class LTX2Sample:
     audio_text: torch.Tensor  # [B, S, Da]
     text_mask: torch.Tensor  # [B, S], 1 = attended
     audio_latents: torch.Tensor | None = None  # [B, L, C * M]
+    reference_latents: torch.Tensor | None = None  # [B, tokens / N^2, C]
+    reference_downscale_factor: int = 1
 
 
 @dataclass
@@ -402,10 +405,10 @@ class LTX2StepInputs:
 
     sample: LTX2Sample
     sigmas: torch.Tensor  # [B]
-    noisy_video: torch.Tensor
-    video_timesteps: torch.Tensor  # [B] or [B, tokens] with first-frame conditioning
-    video_target: torch.Tensor
-    video_loss_mask: torch.Tensor  # [B, tokens]
+    noisy_video: torch.Tensor  # [B, tokens (+ reference tokens), C]
+    video_timesteps: torch.Tensor  # [B], or [B, tokens (+ reference tokens)] with first-frame or reference conditioning
+    video_target: torch.Tensor  # like noisy_video; zeros at the reference's tokens
+    video_loss_mask: torch.Tensor  # [B, tokens (+ reference tokens)], False where clean
     noisy_audio: torch.Tensor | None  # [B, L, C*M]; None for video-only
     audio_target: torch.Tensor | None
 
@@ -417,6 +420,8 @@ def flow_matching_inputs(
 
     With `condition_first_frame` the first latent frame's tokens stay clean (timestep 0) and out of
     the loss, as `LTX2ImageToVideoPipeline` feeds a given first image; the audio is noised as usual.
+    A sample's reference latents (IC-LoRA) follow the target's tokens clean, at timestep 0 and out of
+    the loss, in the order `LTX2InContextPipeline` appends them at inference.
     `sigmas` come from the trainer's sampler; noise is drawn from `generator` (CPU) so a resumed
     run draws the same.
     """
@@ -433,8 +438,17 @@ def flow_matching_inputs(
         loss_mask[:, :first] = False
     noisy_video = (1.0 - token_sigmas[..., None]) * video + token_sigmas[..., None] * video_noise
     # Timesteps are sigma x 1000 as the pipeline passes scheduler timesteps; per token only when
-    # the first frame is conditioned (per-sample values keep the adaptive norms at [B, 1, ...]).
-    video_timesteps = token_sigmas * 1000.0 if condition_first_frame else sigmas.to(video.device) * 1000.0
+    # some tokens are clean (per-sample values keep the adaptive norms at [B, 1, ...]).
+    per_token = condition_first_frame or sample.reference_latents is not None
+    video_timesteps = token_sigmas * 1000.0 if per_token else sigmas.to(video.device) * 1000.0
+    video_target = video_noise - video
+    reference = sample.reference_latents
+    if reference is not None:
+        clean = torch.zeros(batch, reference.shape[1], dtype=torch.float32, device=video.device)
+        noisy_video = torch.cat([noisy_video, reference.to(noisy_video.dtype)], dim=1)
+        video_timesteps = torch.cat([video_timesteps, clean], dim=1)
+        video_target = torch.cat([video_target, torch.zeros_like(reference, dtype=video_target.dtype)], dim=1)
+        loss_mask = torch.cat([loss_mask, clean.bool()], dim=1)
     audio = sample.audio_latents
     noisy_audio = audio_target = None
     if audio is not None:
@@ -449,7 +463,7 @@ def flow_matching_inputs(
         sigmas=sigmas.to(video.device),
         noisy_video=noisy_video.to(video.dtype),
         video_timesteps=video_timesteps,
-        video_target=video_noise - video,
+        video_target=video_target,
         video_loss_mask=loss_mask,
         noisy_audio=noisy_audio,
         audio_target=audio_target,
@@ -460,7 +474,8 @@ def predict(transformer, inputs: LTX2StepInputs) -> tuple[torch.Tensor, torch.Te
     """The transformer's velocity predictions (video, audio or None), called as `LTX2Pipeline` calls it.
 
     Video-only: one zero audio token stands in for the audio stream and `isolate_modalities`
-    switches the audio<->video cross-attention off, so nothing of it reaches the video.
+    switches the audio<->video cross-attention off, so nothing of it reaches the video. With a
+    reference the RoPE coordinates of the whole sequence are given (`in_context_video_coords`).
     """
     from accelerate.utils import extract_model_from_parallel
 
@@ -470,6 +485,7 @@ def predict(transformer, inputs: LTX2StepInputs) -> tuple[torch.Tensor, torch.Te
     base = extract_model_from_parallel(transformer)
     dtype = base.dtype
     timesteps = inputs.sigmas * 1000.0
+    video_coords = None if sample.reference_latents is None else in_context_video_coords(base.rope, sample)
     if inputs.noisy_audio is None:
         audio = torch.zeros(
             batch, 1, base.config.audio_in_channels, device=sample.video_latents.device
@@ -493,11 +509,31 @@ def predict(transformer, inputs: LTX2StepInputs) -> tuple[torch.Tensor, torch.Te
         width=sample.latent_width,
         fps=sample.fps,
         audio_num_frames=audio_frames,
+        video_coords=video_coords,
         isolate_modalities=inputs.noisy_audio is None,
         use_cross_timestep=True,  # the pipeline's default
         return_dict=False,
     )
     return video_prediction, (None if inputs.noisy_audio is None else audio_prediction)
+
+
+def in_context_video_coords(rope, sample: LTX2Sample) -> torch.Tensor:
+    """RoPE coordinates [B, 3, target + reference tokens, 2] of the target's tokens, then its reference's.
+
+    As `LTX2InContextPipeline` and Lightricks' video-to-video strategy build them: the reference's
+    grid (W/N x H/N latents, same frames) in pixel coordinates with height and width multiplied by
+    N, so the reference covers the target's extent and its times match the target's frames.
+    """
+    batch, device, factor = sample.video_latents.shape[0], sample.video_latents.device, sample.reference_downscale_factor
+    target = rope.prepare_video_coords(
+        batch, sample.latent_frames, sample.latent_height, sample.latent_width, device, fps=sample.fps
+    )
+    reference = rope.prepare_video_coords(
+        batch, sample.latent_frames, sample.latent_height // factor, sample.latent_width // factor, device,
+        fps=sample.fps,
+    )
+    reference[:, 1:] = reference[:, 1:] * factor
+    return torch.cat([target, reference], dim=2)
 
 
 def step_loss(
@@ -590,28 +626,113 @@ def load_transformer(
 
 
 def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> PrecomputedDataset:
-    """Video latents and connector outputs, plus `audio_latents/` when the run trains audio.
+    """Video latents and connector outputs, plus `audio_latents/` when the run trains audio and the
+    references' latents in `reference_video` mode (`ReferenceDataset`).
 
     Batches keep one frame rate: the transformer takes one fps per call, and the audio length
     (25 latent frames a second) follows from frames and fps.
     """
     audio_channels = transformer.config.audio_in_channels if config.model.with_audio else None
-    return PrecomputedDataset(
-        config.data.preprocessed_data_root,
+    options = dict(
         expected_channels=transformer.config.in_channels,
         conditions=TEXT_CONDITIONS,
         audio_channels=audio_channels,
         bucket_by_fps=True,
     )
+    conditioning = reference_conditioning(config)
+    if conditioning is not None:
+        return ReferenceDataset(
+            config.data.preprocessed_data_root, conditioning.reference_dir_name,
+            conditioning.reference_downscale_factor, **options,
+        )
+    return PrecomputedDataset(config.data.preprocessed_data_root, **options)
+
+
+def reference_conditioning(config: TrainerConfig) -> ConditioningConfig | None:
+    """The `conditioning` section of an IC-LoRA run (`mode: reference_video`), else None (the
+    section is optional: configs of the older schema have none)."""
+    conditioning = config.conditioning
+    return conditioning if conditioning is not None and conditioning.mode == "reference_video" else None
+
+
+# The key precompute writes into an LTX-2 reference file: the N of a reference encoded at W/N x H/N.
+REFERENCE_DOWNSCALE_KEY = "downscale_factor"
+
+
+class ReferenceDataset(PrecomputedDataset):
+    """The precomputed dataset of an IC-LoRA run: each item also holds its reference's latents.
+
+    `<root>/<reference_dir_name>/<name>.pt` has the latents file's layout (packed normalised
+    `latents`, `num_frames`, `height`, `width`) plus `downscale_factor` N: the reference was encoded
+    at 1/N of the clip's width and height, same frame count. Every sample is checked at start, so
+    a missing or mismatched reference names itself before the model loads, not at step 400.
+    """
+
+    def __init__(self, root: str | Path, reference_dir_name: str, downscale_factor: int, **options):
+        super().__init__(root, **options)
+        self.downscale_factor = downscale_factor
+        reference_dir = self.root / reference_dir_name
+        latents_dir = self.root / "latents"
+        self.reference_paths = [reference_dir / sample.latents_path.relative_to(latents_dir) for sample in self.samples]
+        missing = [path for path in self.reference_paths if not path.is_file()]
+        if missing:
+            names = ", ".join(str(path.relative_to(reference_dir)) for path in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise DatasetError(
+                f"conditioning.mode is reference_video but {len(missing)} of {len(self.samples)} samples have no "
+                f"reference latents in {reference_dir}: {names}{more}. Run scripts/preprocess_dataset.py with "
+                "--reference-dir (and the same --reference-downscale), or remove those clips."
+            )
+        for sample, path in zip(self.samples, self.reference_paths, strict=True):
+            self._check_reference(path, sample.bucket[:3], options.get("expected_channels"))
+
+    def _check_reference(self, path: Path, target: tuple[int, int, int], channels: int | None) -> None:
+        """The reference has the clip's frame count, 1/N of its latent height and width, and the
+        factor this run trains with (a file without the key is taken at its measured ratio)."""
+        data = load_precomputed(path, mmap=True)
+        missing = {"latents", "num_frames", "height", "width"} - set(data)
+        if missing:
+            raise DatasetError(f"{path} lacks {sorted(missing)}; was it written by preprocess --reference-dir?")
+        frames, height, width = int(data["num_frames"]), int(data["height"]), int(data["width"])
+        target_frames, target_height, target_width = target
+        recorded = int(data.get(REFERENCE_DOWNSCALE_KEY, target_height // max(height, 1)))
+        if recorded != self.downscale_factor:
+            raise DatasetError(
+                f"{path} was precomputed with reference downscale factor {recorded}, but this run has "
+                f"conditioning.reference_downscale_factor: {self.downscale_factor}. Set the field to {recorded} or "
+                f"preprocess the references again with --reference-downscale {self.downscale_factor}."
+            )
+        latents = data["latents"]
+        expected = (target_frames, target_height // recorded, target_width // recorded)
+        if (frames, height, width) != expected or latents.shape[0] != frames * height * width:
+            raise DatasetError(
+                f"{path}: reference latents of {frames}x{height}x{width} latent frames/height/width "
+                f"(shape {tuple(latents.shape)}), but its clip's {target_frames}x{target_height}x{target_width} at "
+                f"downscale factor {recorded} needs {expected[0]}x{expected[1]}x{expected[2]}; "
+                "preprocess the clip and its reference together again."
+            )
+        if channels is not None and latents.shape[1] != channels:
+            raise DatasetError(
+                f"{path}: reference latents have {latents.shape[1]} channels but the model expects {channels}; "
+                "was the reference preprocessed with another model?"
+            )
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        item["reference_latents"] = load_precomputed(self.reference_paths[index])["latents"].float()
+        item["reference_downscale_factor"] = self.downscale_factor
+        return item
 
 
 def collate(items: list[dict]) -> dict:
-    """One bucket's items (same latent size and fps) as the fields of an `LTX2Sample`."""
+    """One bucket's items (same latent size and fps) as the fields of an `LTX2Sample`; reference
+    latents (IC-LoRA) stack like the target's, all of one size since the downscale factor is per run."""
     video_text, audio_text, text_mask = collate_text(
         [TextEmbeddings(item["video_embeds"], item["audio_embeds"]) for item in items]
     )
     first = items[0]
     audio = [item["audio_latents"] for item in items if "audio_latents" in item]
+    references = [item["reference_latents"] for item in items if "reference_latents" in item]
     return {
         "latents": torch.stack([item["latents"] for item in items]),
         "num_frames": first["num_frames"],
@@ -622,6 +743,8 @@ def collate(items: list[dict]) -> dict:
         "audio_text": audio_text,
         "text_mask": text_mask,
         "audio_latents": torch.stack(audio) if audio else None,
+        "reference_latents": torch.stack(references) if references else None,
+        "reference_downscale_factor": first.get("reference_downscale_factor", 1),
     }
 
 
@@ -662,6 +785,8 @@ def training_loss(
         audio_text=to_device(batch["audio_text"], dtype),
         text_mask=to_device(batch["text_mask"]),
         audio_latents=to_device(batch["audio_latents"]),
+        reference_latents=to_device(batch["reference_latents"]),
+        reference_downscale_factor=batch["reference_downscale_factor"],
     )
     inputs = flow_matching_inputs(sample, sigmas, generator, condition_first)
     video_prediction, audio_prediction = predict(model, inputs)

@@ -145,14 +145,32 @@ def encode_prompts(
 # ---------------------------------------------------------------- the family interface
 
 
+def trains_with_reference(config: TrainerConfig) -> bool:
+    """An IC-LoRA run (`conditioning.mode: reference_video`; older configs have no conditioning section)."""
+    return config.conditioning is not None and config.conditioning.mode == "reference_video"
+
+
 def open_dataset(config: TrainerConfig, transformer: torch.nn.Module) -> PrecomputedDataset:
-    """Latents with T5 prompt embeddings; 0.9 has no audio stream."""
+    """Latents with T5 prompt embeddings, and each clip's reference latents in an IC-LoRA run; 0.9 has
+    no audio stream."""
     if config.model.with_audio:
         raise ConfigError(
             "model.with_audio: true needs an LTX-2 model; LTX-Video 0.9 has no audio stream. "
             "Set model.with_audio: false or choose an LTX-2 model folder."
         )
-    return PrecomputedDataset(config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels)
+    reference_dir = None
+    if trains_with_reference(config):
+        if config.conditioning.reference_downscale_factor != 1:
+            raise ConfigError(
+                f"conditioning.reference_downscale_factor: {config.conditioning.reference_downscale_factor} needs an "
+                "LTX-2 model; LTX-Video 0.9 IC-LoRA references have their clip's own size. Set it to 1 (and "
+                "preprocess the references without --reference-downscale) or choose an LTX-2 model folder."
+            )
+        reference_dir = config.conditioning.reference_dir_name
+    return PrecomputedDataset(
+        config.data.preprocessed_data_root, expected_channels=transformer.config.in_channels,
+        reference_dir_name=reference_dir,
+    )
 
 
 def training_loss(
@@ -189,6 +207,20 @@ def training_loss(
     noisy, timesteps, target, loss_mask = flow_matching.noisy_inputs(
         to_device(latents), to_device(noise), to_device(sigmas), clean_tokens
     )
+    if "reference_latents" in batch:  # IC-LoRA: the target's velocity, predicted beside its clean reference
+        prediction = predict_with_reference(
+            model,
+            to_device(batch["reference_latents"], dtype),
+            hidden_states=noisy.to(dtype),
+            encoder_hidden_states=to_device(batch["prompt_embeds"], dtype),
+            timestep=timesteps,
+            encoder_attention_mask=to_device(batch["prompt_attention_mask"]),
+            num_frames=batch["num_frames"],
+            height=batch["height"],
+            width=batch["width"],
+            rope_interpolation_scale=batch_rope_interpolation_scale(batch["fps"], device),
+        )
+        return flow_matching.masked_mse(prediction, target, loss_mask)
     prediction = model(
         hidden_states=noisy.to(dtype),
         encoder_hidden_states=to_device(batch["prompt_embeds"], dtype),
@@ -217,6 +249,96 @@ def batch_rope_interpolation_scale(fps: float | torch.Tensor, device: torch.devi
         return scales[0]
     temporal = torch.tensor([scale[0] for scale in scales], dtype=torch.float32, device=device)
     return (temporal.view(-1, 1, 1, 1, 1), *scales[0][1:])
+
+
+def video_coords(
+    batch_size: int, num_frames: int, height: int, width: int, rope_interpolation_scale: tuple, device: torch.device
+) -> torch.Tensor:
+    """RoPE coordinates [B, 3, tokens] of a latent video, in the transformer's `video_coords` units.
+
+    They are the grid `LTXVideoRotaryPosEmbed` builds from `rope_interpolation_scale` itself (diffusers
+    0.42 `_prepare_video_coords`: latent index times the scale, before its division by the base sizes;
+    0.9 uses 1x1x1 patches), computed in the same order, so the same positions give the same rotations
+    bit for bit. The scale's temporal entry may be a per-sample tensor [B, 1, 1, 1, 1].
+    """
+    axes = [torch.arange(size, dtype=torch.float32, device=device) for size in (num_frames, height, width)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).unsqueeze(0).repeat(batch_size, 1, 1, 1, 1)
+    for axis in range(3):
+        grid[:, axis : axis + 1] = grid[:, axis : axis + 1] * rope_interpolation_scale[axis]
+    return grid.flatten(2, 4)
+
+
+def predict_with_reference(
+    model: torch.nn.Module,
+    reference_latents: torch.Tensor,
+    *,
+    hidden_states: torch.Tensor,
+    timestep: torch.Tensor,
+    num_frames: int,
+    height: int,
+    width: int,
+    rope_interpolation_scale: tuple,
+    **forward_kwargs,
+) -> torch.Tensor:
+    """The transformer's prediction for the target tokens, with the reference's clean tokens in front.
+
+    As the reference trainer's `ReferenceVideoTrainingStrategy` builds an IC-LoRA sequence:
+    [reference tokens, target tokens], the reference at timestep 0 (clean), both halves at the
+    target's own RoPE positions (the reference lies on the target, frame for frame). The transformer
+    takes the positions of such a sequence through `video_coords`, its supported argument, so nothing
+    of diffusers is patched. Only the target's predictions are returned: the reference carries no loss
+    and is never denoised. `timestep` is per sample [B] or per target token [B, T].
+    """
+    batch_size, tokens = hidden_states.shape[:2]
+    reference_tokens = reference_latents.shape[1]
+    if reference_latents.shape[0] != batch_size:  # one reference for every copy (validation, guidance)
+        reference_latents = reference_latents.expand(batch_size, -1, -1)
+    if timestep.dim() == 1:
+        timestep = timestep[:, None].expand(batch_size, tokens)
+    clean = torch.zeros(batch_size, reference_tokens, dtype=timestep.dtype, device=timestep.device)
+    coords = video_coords(batch_size, num_frames, height, width, rope_interpolation_scale, hidden_states.device)
+    prediction = model(
+        hidden_states=torch.cat([reference_latents.to(hidden_states.dtype), hidden_states], dim=1),
+        timestep=torch.cat([clean, timestep], dim=1),
+        video_coords=torch.cat([coords, coords], dim=2),
+        return_dict=False,
+        **forward_kwargs,
+    )[0]
+    return prediction[:, reference_tokens:]
+
+
+class ReferenceConditionedTransformer(torch.nn.Module):
+    """The transformer as diffusers' `LTXPipeline` sees it during an IC-LoRA validation render.
+
+    The pipeline knows nothing of references; this stands in as its `transformer` component and joins
+    the reference's clean tokens to every call through `predict_with_reference`, exactly as in training.
+    The pipeline then denoises, guides and decodes the target tokens as usual (the reference trainer
+    forked the pipeline for this instead).
+    """
+
+    def __init__(self, transformer: torch.nn.Module, reference_latents: torch.Tensor):
+        super().__init__()
+        self.transformer = transformer
+        self.reference_latents = reference_latents  # [1, tokens, C], packed and normalised
+
+    # What DiffusionPipeline reads of its transformer component besides calling it (diffusers 0.42).
+    @property
+    def config(self):
+        return self.transformer.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    def cache_context(self, name: str):
+        return self.transformer.cache_context(name)
+
+    def forward(self, *, return_dict: bool = False, **kwargs) -> tuple[torch.Tensor]:
+        return (predict_with_reference(self.transformer, self.reference_latents, **kwargs),)
 
 
 def validation_renderer(

@@ -1,4 +1,4 @@
-"""One-click pipeline: split -> caption -> preprocess -> train -> ComfyUI export, one subprocess per stage.
+"""One-click pipeline: split -> caption -> [reference] -> preprocess -> train -> ComfyUI export, one subprocess per stage.
 
 Modules: `request` (the options and their checks), `project` (folders and run names),
 `run_config` (the effective training config), `stages` (each stage's arguments, fingerprint and
@@ -13,7 +13,10 @@ Folders of a project whose trigger word is T:
     datasets/T/scenes/.precomputed/KEY/   latents/, conditions/, manifest.json: one folder per data
                                           key, e.g. `768x512x49_t256_3fa9c01b2e` (`dataset_key`); an
                                           older `.precomputed/latents/` is still read by runs that
-                                          name it
+                                          name it. LTX-2 keys have no `_t256` and end `_ltx2_av` or
+                                          `_ltx2_v`; IC-LoRA keys end `_ref-KIND[-dN]` and hold
+                                          reference_latents/ too
+    datasets/T/references_KIND/           IC-LoRA: the references the reference stage computed
     datasets/T/dataset_stages.json        what split, caption and preprocess (per key) last did
     datasets/T/pipeline_status.json       the status of a pipeline run that trains nothing
     outputs/RUN/                          one run: training_config.yaml (data.preprocessed_data_root
@@ -32,7 +35,8 @@ validation.* and checkpoints.* may change with --set); it refuses when that data
 manifest changed. Split and caption results are shared by every run of the project.
 
 Command line (scripts/run_pipeline.py): `PROJECT --resolution WxH --frames F [--run-name NAME]
-[--resume] [--on-short shrink|skip] [--max-sequence-length 256] ...`. Exit codes: 0 finished,
+[--resume] [--on-short shrink|skip] [--max-sequence-length 256] [--conditioning none|reference_video
+--reference-kind canny|blur|gray|downscale|folder [--reference-dir DIR] [--reference-downscale 1|2|4]] ...`. Exit codes: 0 finished,
 1 a stage failed, 2 refused, 130 stopped (Ctrl+C, SIGTERM, or the job's stop file
 `LTXT_STOP_FILE`, which the running stage also sees; no later stage starts).
 
@@ -63,6 +67,8 @@ from ltxtrainer.pipeline.project import (
 )
 from ltxtrainer.pipeline.request import (
     CAPTIONERS,
+    CONDITIONING_MODES,
+    DEFAULT_REFERENCE_KIND,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_STOPPED,
@@ -86,7 +92,7 @@ from ltxtrainer.pipeline.runner import refuse, run_pipeline
 from ltxtrainer.pipeline.stage_process import error_paragraph
 
 __all__ = [
-    "CAPTIONERS", "CONFIG_FILE", "EXIT_FAILED", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE", "LORA_FILE", "ON_SHORT",
+    "CAPTIONERS", "CONDITIONING_MODES", "CONFIG_FILE", "DEFAULT_REFERENCE_KIND", "EXIT_FAILED", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE", "LORA_FILE", "ON_SHORT",
     "REPO_ROOT", "STAGES", "STATUS_FILE", "TEMPLATES", "PipelineError", "PipelineOptions", "ProjectPaths",
     "build_training_config", "changed_fields", "check_dimensions", "check_project_name", "check_run_name",
     "error_paragraph", "new_run_name", "options_from_overrides", "parse_override", "parse_resolution",

@@ -28,22 +28,24 @@ def _write(path: Path, data: dict) -> None:
 
 
 class DatasetRecords:
-    """`{stage or "preprocess:<key>": {"fingerprint", "done_at", "artefacts"}}` for the dataset stages."""
+    """`{stage, "reference:<kind>" or "preprocess:<key>": {"fingerprint", "done_at", "artefacts"}}` for the
+    dataset stages: one record per reference kind and per data key, so switching back finds its work done."""
 
     def __init__(self, path: Path):
         self.path = path
         self.data = read_json(path)
 
     @staticmethod
-    def name(stage: str, data_key: str | None) -> str:
-        return f"preprocess:{data_key}" if stage == "preprocess" else stage
+    def name(stage: str, key: str | None) -> str:
+        """`key`: the reference kind (reference) or the data key (preprocess); the other stages have one record."""
+        return f"{stage}:{key}" if stage in ("reference", "preprocess") else stage
 
-    def done(self, stage: str, data_key: str | None = None) -> dict | None:
-        record = self.data.get(self.name(stage, data_key))
+    def done(self, stage: str, key: str | None = None) -> dict | None:
+        record = self.data.get(self.name(stage, key))
         return record if isinstance(record, dict) and record.get("fingerprint") and record.get("done_at") else None
 
-    def record(self, stage: str, data_key: str | None, fingerprint: str, done_at: str, artefacts: dict) -> None:
-        self.data[self.name(stage, data_key)] = {"fingerprint": fingerprint, "done_at": done_at, "artefacts": artefacts}
+    def record(self, stage: str, key: str | None, fingerprint: str, done_at: str, artefacts: dict) -> None:
+        self.data[self.name(stage, key)] = {"fingerprint": fingerprint, "done_at": done_at, "artefacts": artefacts}
         _write(self.path, self.data)
 
 

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltxtrainer.dataset_key import PRECOMPUTED, key_folder
-from ltxtrainer.pipeline.request import PipelineError, PipelineOptions, check_project_name, check_run_name
+from ltxtrainer.pipeline.request import (
+    REFERENCE_FOLDER,
+    PipelineError,
+    PipelineOptions,
+    check_project_name,
+    check_run_name,
+)
 
 STATUS_FILE = "pipeline_status.json"
 CONFIG_FILE = "training_config.yaml"  # the name scripts/train.py also writes into its output_dir
@@ -43,6 +49,21 @@ class ProjectPaths:
 
     def data_folder(self, key: str) -> Path:
         return key_folder(self.scenes_dir, key)
+
+    def computed_references(self, kind: str) -> Path:
+        """`datasets/<project>/references_<kind>/`: the references the reference stage computes, beside
+        the scenes (not among them, so the clips' own stages never take a reference for a clip)."""
+        return self.scenes_dir.parent / f"references_{kind}"
+
+
+def reference_folder(options: PipelineOptions, paths: ProjectPaths) -> Path | None:
+    """Where this request's references are: the user's folder (kind folder), the computed ones, or
+    None without IC-LoRA conditioning."""
+    if not options.reference_video:
+        return None
+    if options.kind == REFERENCE_FOLDER:
+        return Path(options.reference_dir)
+    return paths.computed_references(options.kind)
 
 
 def bucket_name(options: PipelineOptions) -> str:

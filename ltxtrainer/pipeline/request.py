@@ -18,11 +18,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS_DIR = REPO_ROOT / "scripts"
 CONFIGS_DIR = REPO_ROOT / "configs"
 
-STAGES = ("split", "caption", "preprocess", "train", "export")
-DATASET_STAGES = ("split", "caption", "preprocess")  # their work belongs to the project, not to one run
+STAGES = ("split", "caption", "reference", "preprocess", "train", "export")
+# their work belongs to the project, not to one run
+DATASET_STAGES = ("split", "caption", "reference", "preprocess")
 STAGE_SCRIPTS = {
     "split": "split_scenes.py",
     "caption": "caption_videos.py",
+    "reference": "compute_reference.py",
     "preprocess": "preprocess_dataset.py",
     "train": "train.py",
     "export": "convert_to_comfyui.py",
@@ -38,6 +40,11 @@ TEMPLATES = {
 }
 CAPTIONERS = BACKENDS
 ON_SHORT = ("shrink", "skip")
+CONDITIONING_MODES = ("none", "reference_video")  # conditioning.mode of the run config
+# The reference kinds `ltxtrainer.reference` computes (REFERENCE_KINDS), plus the user's own folder.
+REFERENCE_FOLDER = "folder"
+DEFAULT_REFERENCE_KIND = "canny"
+REFERENCE_DOWNSCALES = (1, 2, 4)  # LTX-2 only: references at 1/N of the clips' width and height
 MAX_PROJECT_NAME = 64
 MAX_RUN_NAME = 120
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
@@ -84,6 +91,21 @@ class PipelineOptions:
     resume: bool = False
     on_short: str = "shrink"
     text_length: int = DEFAULT_TEXT_LENGTH
+    # IC-LoRA: each clip guided by a reference video (edges, blur, gray, a downscaled copy, or the
+    # user's own references named like the clips in `reference_dir`, for kind "folder").
+    conditioning: str = "none"
+    reference_kind: str | None = None  # None: DEFAULT_REFERENCE_KIND when conditioning is reference_video
+    reference_dir: Path | None = None
+    reference_downscale: int = 1
+
+    @property
+    def reference_video(self) -> bool:
+        return self.conditioning == "reference_video"
+
+    @property
+    def kind(self) -> str:
+        """The reference kind this request uses (meaningful only with conditioning reference_video)."""
+        return self.reference_kind or DEFAULT_REFERENCE_KIND
 
 
 def _name_problem(name: str, limit: int) -> str | None:
@@ -156,6 +178,89 @@ def check_request(options: PipelineOptions) -> None:
         raise PipelineError(f"--on-short {options.on_short!r} is refused: choose {' or '.join(ON_SHORT)}.")
     if options.text_length < 1:
         raise PipelineError(f"--max-sequence-length {options.text_length} is refused: it must be at least 1.")
+    check_conditioning(options)
+
+
+def reference_kinds() -> tuple[str, ...]:
+    """Every --reference-kind: the kinds `ltxtrainer.reference` computes, then `folder`.
+
+    Imported here, not at the top, so a request without references never loads OpenCV's filters.
+    """
+    from ltxtrainer.reference import REFERENCE_KINDS
+
+    return (*REFERENCE_KINDS, REFERENCE_FOLDER)
+
+
+def check_conditioning(options: PipelineOptions) -> None:
+    """Refuse every IC-LoRA combination that cannot mean what the user wants (no file is read)."""
+    if options.conditioning not in CONDITIONING_MODES:
+        raise PipelineError(
+            f"--conditioning {options.conditioning!r} is refused: choose {' or '.join(CONDITIONING_MODES)}."
+        )
+    if not options.reference_video:
+        given = [flag for flag, value in (("--reference-kind", options.reference_kind),
+                                          ("--reference-dir", options.reference_dir)) if value is not None]
+        if options.reference_downscale != 1:
+            given.append("--reference-downscale")
+        if given:
+            raise PipelineError(
+                f"{', '.join(given)} is refused without --conditioning reference_video: references only guide an "
+                "IC-LoRA run. Add --conditioning reference_video, or leave out the reference options."
+            )
+        return
+    kinds = reference_kinds()
+    if options.kind not in kinds:
+        raise PipelineError(f"--reference-kind {options.kind!r} is refused: choose one of {', '.join(kinds)}.")
+    if options.kind == REFERENCE_FOLDER and options.reference_dir is None:
+        raise PipelineError(
+            "--reference-kind folder needs --reference-dir DIR: the folder of your own reference videos, "
+            "each named like its clip (clip.mp4 -> clip_reference.mp4 or clip.mp4, in the same sub-folder)."
+        )
+    if options.kind != REFERENCE_FOLDER and options.reference_dir is not None:
+        raise PipelineError(
+            f"--reference-dir is refused with --reference-kind {options.kind}: that kind computes the references "
+            "from the clips itself. Use --reference-kind folder to train on your own references."
+        )
+    if options.reference_downscale not in REFERENCE_DOWNSCALES:
+        raise PipelineError(
+            f"--reference-downscale {options.reference_downscale} is refused: choose one of "
+            f"{', '.join(map(str, REFERENCE_DOWNSCALES))}."
+        )
+    grid = 32 * options.reference_downscale  # the VAE's 32-pixel cells, at 1/N of the clips' size
+    if options.width % grid or options.height % grid:
+        raise PipelineError(
+            f"--resolution {options.width}x{options.height} with --reference-downscale {options.reference_downscale} "
+            f"is refused: the references would be encoded at {options.width / options.reference_downscale:g}x"
+            f"{options.height / options.reference_downscale:g}, off the VAE's 32-pixel grid. Use a width and height "
+            f"that are multiples of {grid}, or a smaller --reference-downscale."
+        )
+    if options.resume:
+        raise PipelineError(
+            "--resume continues a run with its own settings, conditioning included; leave out --conditioning "
+            "and the reference options."
+        )
+
+
+def check_conditioning_family(options: PipelineOptions, family: str) -> None:
+    """LTX-Video 0.9 IC-LoRA trains on references of the target's own size, as the reference trainer does."""
+    if options.reference_video and options.reference_downscale != 1 and family != "ltx2":
+        raise PipelineError(
+            f"--reference-downscale {options.reference_downscale} is refused for this LTX-Video 0.9 model: "
+            "downscaled references are an LTX-2 feature; use 1 (the default) or an LTX-2 model."
+        )
+
+
+def requested_stages(options: PipelineOptions) -> tuple[str, ...]:
+    """The stages to run in order: `parse_steps`, plus the reference stage before preprocess in an
+    IC-LoRA request (its data is made from the references)."""
+    names = list(parse_steps(options.steps))
+    if "reference" in names and not options.reference_video:
+        raise PipelineError(
+            "The reference step makes IC-LoRA references: it needs --conditioning reference_video."
+        )
+    if options.reference_video and "preprocess" in names:
+        names.append("reference")
+    return tuple(stage for stage in STAGES if stage in names)
 
 
 def parse_resolution(text: str) -> tuple[int, int]:

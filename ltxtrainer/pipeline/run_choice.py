@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ltxtrainer.config import ConfigError, TrainerConfig, load_config
-from ltxtrainer.dataset_key import data_key, manifest_digest
+from ltxtrainer.dataset_key import data_key, file_stamps, find_media, manifest_digest
 from ltxtrainer.pipeline.pipeline_status import DatasetRecords
 from ltxtrainer.pipeline.project import (
     CONFIG_FILE,
@@ -22,7 +22,7 @@ from ltxtrainer.pipeline.project import (
     project_runs,
     read_json,
 )
-from ltxtrainer.pipeline.request import PipelineError, PipelineOptions
+from ltxtrainer.pipeline.request import REFERENCE_FOLDER, PipelineError, PipelineOptions
 from ltxtrainer.pipeline.run_config import (
     RESUMABLE_CHANGES,
     audio_choice,
@@ -43,12 +43,34 @@ def current_data_key(options: PipelineOptions, paths: ProjectPaths, model: str) 
     """The key of the data this request trains on, from the clips and captions as they are now."""
     from ltxtrainer.models.folder import resolve_model_path
 
-    key = data_key(paths.scenes_dir, bucket_name(options), options.text_length, options.on_short,
-                   resolve_model_path(model))
     with_audio = audio_choice(options, paths, model)
+    # LTX-2 encodes every caption at Gemma's fixed length, so --max-sequence-length is no part of its data.
+    text_length = options.text_length if with_audio is None else None
+    key = data_key(paths.scenes_dir, bucket_name(options), text_length, options.on_short,
+                   resolve_model_path(model), extra=reference_inputs(options, paths))
     # LTX-2 data (Gemma + connectors, audio latents or none) never shares a folder with 0.9's or
     # with the other audio choice; 0.9 keys stay as they were, so its runs keep their data.
-    return key if with_audio is None else f"{key}_ltx2_{'av' if with_audio else 'v'}"
+    if with_audio is not None:
+        key = f"{key}_ltx2_{'av' if with_audio else 'v'}"
+    if options.reference_video:  # IC-LoRA data (reference_latents/) never shares a folder with plain data
+        key += f"_ref-{options.kind}" + (f"-d{options.reference_downscale}" if options.reference_downscale != 1 else "")
+    return key
+
+
+def reference_inputs(options: PipelineOptions, paths: ProjectPaths) -> dict | None:
+    """What the reference latents are made from, for the data key (None for plain data: its key is unchanged).
+
+    Computed references follow from the clips (already in the key) and the kind; the user's own
+    are named by their folder and each file's size and modification time, so editing one makes new data.
+    """
+    if not options.reference_video:
+        return None
+    inputs: dict = {"kind": options.kind, "downscale": options.reference_downscale}
+    if options.kind == REFERENCE_FOLDER:
+        folder = Path(options.reference_dir)
+        references = find_media(folder) if folder.is_dir() else []
+        inputs.update(folder=str(folder.resolve()), references=file_stamps(folder, references))
+    return inputs
 
 
 def _data_key_or_none(options: PipelineOptions, paths: ProjectPaths, model: str) -> str | None:

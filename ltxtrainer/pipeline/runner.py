@@ -11,6 +11,7 @@ from ltxtrainer.pipeline.pipeline_status import DatasetRecords, RunStatus, now
 from ltxtrainer.pipeline.project import (
     ProjectPaths,
     project_paths,
+    reference_folder,
 )
 from ltxtrainer.pipeline.request import (
     DATASET_STAGES,
@@ -22,8 +23,9 @@ from ltxtrainer.pipeline.request import (
     STAGE_SCRIPTS,
     PipelineError,
     PipelineOptions,
+    check_conditioning_family,
     check_request,
-    parse_steps,
+    requested_stages,
 )
 from ltxtrainer.pipeline.run_choice import (
     RESUME_STAGES,
@@ -35,6 +37,8 @@ from ltxtrainer.pipeline.run_choice import (
 )
 from ltxtrainer.pipeline.run_config import (
     build_training_config,
+    missing_references,
+    model_family,
     model_source,
 )
 from ltxtrainer.pipeline.stage_process import (
@@ -54,6 +58,7 @@ from ltxtrainer.pipeline.stages import (
     latest_checkpoint_step,
     outputs_present,
     preprocess_plan,
+    reference_plan,
     split_plan,
     stage_artefacts,
 )
@@ -104,6 +109,9 @@ class _PipelineRun:
         if plan.refusal:
             self.status.update(stage, status="failed", started_at=started, finished_at=now(), message=plan.refusal)
             return self._end("failed", stage, plan.refusal, EXIT_FAILED)
+        if plan.arguments is None:  # a check with no process to run (the user's own references)
+            self._done(stage, plan, plan.message or "done")
+            return None
         if stage == "train":
             save_config(plan.config, self.paths.config_file)
             data_dir = Path(plan.config.data.preprocessed_data_root)
@@ -113,13 +121,23 @@ class _PipelineRun:
         result = run_stage_process(stage, plan.arguments, self.env, self.redact, stop)
         if result.returncode != 0:
             return self._stage_failed(stage, result, stop)
+        self._done(stage, plan, _success_message(result))
+        return None
+
+    def _done(self, stage: str, plan: Plan, message: str) -> None:
         finished = now()
-        artefacts = stage_artefacts(stage, self.paths, self._data_dir())
-        self.status.update(stage, status="done", finished_at=finished, message=_success_message(result),
+        artefacts = self._artefacts(stage)
+        self.status.update(stage, status="done", finished_at=finished, message=message,
                            artefacts=artefacts, fingerprint=plan.fingerprint, done_at=finished)
         if stage in DATASET_STAGES:
-            self.records.record(stage, self.data_key, plan.fingerprint, finished, artefacts)
-        return None
+            self.records.record(stage, self._record_key(stage), plan.fingerprint, finished, artefacts)
+
+    def _record_key(self, stage: str) -> str | None:
+        """Which record of a dataset stage this request's work is: one per reference kind, one per data key."""
+        return self.options.kind if stage == "reference" else self.data_key
+
+    def _artefacts(self, stage: str) -> dict:
+        return stage_artefacts(stage, self.paths, self._data_dir(), reference_folder(self.options, self.paths))
 
     def _data_dir(self) -> Path | None:
         if self.resume_with is not None:
@@ -144,6 +162,15 @@ class _PipelineRun:
                            plan.fingerprint, old["done_at"], old.get("artefacts", {}))
                 return None
             return plan
+        if stage == "reference":
+            plan = reference_plan(options, paths)
+            old = self.records.done(stage, options.kind)
+            if (not plan.refusal and old and old["fingerprint"] == plan.fingerprint
+                    and not missing_references(options, paths)):
+                self._skip(stage, f"already done at {old['done_at']}; the clips have not changed",
+                           plan.fingerprint, old["done_at"], self._artefacts(stage))
+                return None
+            return plan
         if stage == "preprocess":
             refusal = self._find_data_key()
             if refusal:
@@ -151,9 +178,10 @@ class _PipelineRun:
             plan = preprocess_plan(options, paths, self.model, self.data_key)
             old = self.records.done("preprocess", self.data_key)
             data_dir = self._data_dir()
-            if old and old["fingerprint"] == plan.fingerprint and outputs_present("preprocess", paths, data_dir):
+            made = outputs_present("preprocess", paths, data_dir, with_references=options.reference_video)
+            if old and old["fingerprint"] == plan.fingerprint and made:
                 self._skip(stage, f"already done at {old['done_at']} into {data_dir.name}; its inputs have not changed",
-                           plan.fingerprint, old["done_at"], stage_artefacts("preprocess", paths, data_dir),
+                           plan.fingerprint, old["done_at"], self._artefacts(stage),
                            code="already_done_into", values={"data": data_dir.name})
                 return None
             return plan
@@ -221,7 +249,7 @@ class _PipelineRun:
     def _stage_failed(self, stage: str, result: StageResult, stop: StopForwarder) -> int:
         message = self.redact(result.error_event or error_paragraph(result.stderr_lines)
                               or f"{STAGE_SCRIPTS[stage]} exited with code {result.returncode}")
-        artefacts = stage_artefacts(stage, self.paths, self._data_dir())
+        artefacts = self._artefacts(stage)
         if stop.poll() or result.returncode == EXIT_STOPPED:
             self.status.update(stage, status="stopped", finished_at=now(), message=self._stop_message(stage, True),
                                artefacts=artefacts)
@@ -296,10 +324,11 @@ def run_pipeline(options: PipelineOptions) -> int:
     paths = None
     try:
         check_request(options)
-        requested = RESUME_STAGES if options.resume else parse_steps(options.steps)
+        requested = RESUME_STAGES if options.resume else requested_stages(options)
         paths = project_paths(options)
         records = DatasetRecords(paths.dataset_records)
         model = model_source(options)
+        check_conditioning_family(options, model_family(model))
         if options.resume:
             resume_with = resume_config(options, paths)
         else:

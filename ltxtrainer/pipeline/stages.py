@@ -12,21 +12,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ltxtrainer.config import TrainerConfig
-from ltxtrainer.dataset_key import find_media
-from ltxtrainer.pipeline.project import ProjectPaths
-from ltxtrainer.pipeline.request import CAPTIONERS, PipelineOptions
-from ltxtrainer.pipeline.run_config import audio_choice, first_captions
+from ltxtrainer.config import REFERENCE_LATENTS_DIR, TrainerConfig
+from ltxtrainer.dataset_key import file_stamps, find_media
+from ltxtrainer.pipeline.project import ProjectPaths, reference_folder
+from ltxtrainer.pipeline.request import CAPTIONERS, REFERENCE_FOLDER, PipelineOptions
+from ltxtrainer.pipeline.run_config import (
+    audio_choice,
+    first_captions,
+    missing_references_message,
+    reference_clips,
+)
 
 
 @dataclass
 class Plan:
-    """One stage as the pipeline will run it: its arguments, or why it cannot run."""
+    """One stage as the pipeline will run it: its arguments, or why it cannot run.
+
+    A plan with neither arguments nor a refusal is a check that passed without a process to run
+    (the reference stage on the user's own references); `message` says what it found.
+    """
 
     arguments: list[str] | None = None
     fingerprint: str | None = None
     refusal: str | None = None
     config: TrainerConfig | None = None
+    message: str | None = None
 
 
 def digest(*parts: Any) -> str:
@@ -37,14 +47,6 @@ def media_files(folder: Path) -> list[Path]:
     """The videos and images under `folder`: split copies the images and the caption stage captions
     them, so their adding or editing must change those stages' fingerprints as a clip's does."""
     return find_media(folder) if folder.is_dir() else []
-
-
-def _file_stamps(folder: Path, files: list[Path]) -> list[tuple[str, int, int]]:
-    stamps = []
-    for path in files:
-        stat = path.stat()
-        stamps.append((path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns))
-    return stamps
 
 
 def split_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
@@ -58,7 +60,7 @@ def split_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
     for flag, value in settings.items():
         if value is not None:
             arguments += [flag, str(value)]
-    return Plan(arguments, digest(_file_stamps(paths.raw_dir, media_files(paths.raw_dir)), settings))
+    return Plan(arguments, digest(file_stamps(paths.raw_dir, media_files(paths.raw_dir)), settings))
 
 
 def caption_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
@@ -75,7 +77,28 @@ def caption_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
     if options.captions_from and options.captioner == "files":
         arguments += ["--captions-from", str(options.captions_from)]
     settings = [options.captioner, options.project, options.api_base_url, options.api_model, str(options.captions_from)]
-    return Plan(arguments, digest(_file_stamps(paths.scenes_dir, media_files(paths.scenes_dir)), settings))
+    return Plan(arguments, digest(file_stamps(paths.scenes_dir, media_files(paths.scenes_dir)), settings))
+
+
+def reference_plan(options: PipelineOptions, paths: ProjectPaths) -> Plan:
+    """Compute the clips' references into `datasets/<project>/references_<kind>/`, or (kind folder)
+    check that the user's folder has one for every clip and name the clips that lack one."""
+    clips = reference_clips(paths)
+    if not clips:
+        return Plan(refusal=f"No video clips in {paths.scenes_dir} to make references for: run the split step first.")
+    stamps = file_stamps(paths.scenes_dir, clips)
+    folder = reference_folder(options, paths)
+    if options.kind != REFERENCE_FOLDER:
+        arguments = [str(paths.scenes_dir), "--kind", options.kind, "--output-dir", str(folder)]
+        return Plan(arguments, digest(stamps, options.kind))
+    if not folder.is_dir():
+        return Plan(refusal=f"--reference-dir {folder} is not a folder: point it at your reference videos.")
+    refusal = missing_references_message(options, paths)
+    if refusal:
+        return Plan(refusal=refusal)
+    references = media_files(folder)
+    return Plan(fingerprint=digest(stamps, str(folder.resolve()), file_stamps(folder, references)),
+                message=f"every one of the {len(clips)} clips has its reference in {folder}")
 
 
 def preprocess_plan(options: PipelineOptions, paths: ProjectPaths, model: str, data_key: str) -> Plan:
@@ -88,6 +111,10 @@ def preprocess_plan(options: PipelineOptions, paths: ProjectPaths, model: str, d
     with_audio = audio_choice(options, paths, model)
     if with_audio is not None:  # LTX-2: the same answer the data key and the run config hold
         arguments.append("--with-audio" if with_audio else "--no-audio")
+    if options.reference_video:  # IC-LoRA: reference latents beside the clips' (the key names the references)
+        arguments += ["--reference-dir", str(reference_folder(options, paths))]
+        if options.reference_downscale != 1:
+            arguments += ["--reference-downscale", str(options.reference_downscale)]
     return Plan(arguments, digest(data_key))
 
 
@@ -95,10 +122,15 @@ def export_plan(paths: ProjectPaths) -> Plan:
     if not paths.lora_file.is_file():
         return Plan(refusal=f"No trained LoRA at {paths.lora_file}; run the train step first.")
     arguments = [str(paths.lora_file), "--output", str(paths.comfy_file)]
-    return Plan(arguments, digest(_file_stamps(paths.run_dir, [paths.lora_file])))
+    return Plan(arguments, digest(file_stamps(paths.run_dir, [paths.lora_file])))
 
 
-def stage_artefacts(stage: str, paths: ProjectPaths, data_dir: Path | None = None) -> dict[str, Any]:
+def _count_pt(folder: Path | None) -> int:
+    return sum(1 for _ in folder.rglob("*.pt")) if folder and folder.is_dir() else 0
+
+
+def stage_artefacts(stage: str, paths: ProjectPaths, data_dir: Path | None = None,
+                    references: Path | None = None) -> dict[str, Any]:
     """What a finished stage left on disk, for the status file and the GUI's links."""
     if stage == "split":
         return {"scenes_dir": str(paths.scenes_dir), "clips": len(media_files(paths.scenes_dir))}
@@ -107,12 +139,13 @@ def stage_artefacts(stage: str, paths: ProjectPaths, data_dir: Path | None = Non
             "captions_file": str(paths.scenes_dir / "captions.json"),
             "captions": len(first_captions(paths.scenes_dir, 10**9)),
         }
+    if stage == "reference":
+        return {"references_dir": str(references), "references": len(media_files(references)) if references else 0}
     if stage == "preprocess":
-        latents = Path(data_dir) / "latents" if data_dir else None
-        return {
-            "precomputed_dir": str(data_dir),
-            "samples": sum(1 for _ in latents.rglob("*.pt")) if latents and latents.is_dir() else 0,
-        }
+        artefacts = {"precomputed_dir": str(data_dir), "samples": _count_pt(Path(data_dir) / "latents" if data_dir else None)}
+        if references is not None:
+            artefacts["reference_samples"] = _count_pt(Path(data_dir) / REFERENCE_LATENTS_DIR if data_dir else None)
+        return artefacts
     if stage == "train":
         samples = sorted(str(path) for path in (paths.run_dir / "samples").rglob("*.mp4"))
         checkpoint = latest_checkpoint(paths.run_dir)
@@ -127,15 +160,18 @@ def stage_artefacts(stage: str, paths: ProjectPaths, data_dir: Path | None = Non
     return {"comfyui_lora": str(paths.comfy_file) if paths.comfy_file.is_file() else None}
 
 
-def outputs_present(stage: str, paths: ProjectPaths, data_dir: Path | None = None) -> bool:
-    """A stage counts as done only while what it made is still there."""
+def outputs_present(stage: str, paths: ProjectPaths, data_dir: Path | None = None,
+                    with_references: bool = False) -> bool:
+    """A stage counts as done only while what it made is still there (IC-LoRA data: its reference latents too)."""
     if stage == "split":
         return bool(media_files(paths.scenes_dir))
     if stage == "caption":
         clips = media_files(paths.scenes_dir)
         return (paths.scenes_dir / "captions.json").is_file() and all(c.with_suffix(".txt").is_file() for c in clips)
     if stage == "preprocess":
-        return data_dir is not None and (Path(data_dir) / "manifest.json").is_file()
+        if data_dir is None or not (Path(data_dir) / "manifest.json").is_file():
+            return False
+        return not with_references or (Path(data_dir) / REFERENCE_LATENTS_DIR).is_dir()
     return paths.comfy_file.is_file()
 
 

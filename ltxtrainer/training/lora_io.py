@@ -23,7 +23,12 @@ from torch.distributed.tensor import DTensor
 
 from ltxtrainer.atomic import write_atomic
 from ltxtrainer.config import TrainerConfig
-from ltxtrainer.export import DIFFUSERS_COMPONENT, DIFFUSERS_METADATA_KEY, LTXTRAINER_METADATA_KEY
+from ltxtrainer.export import (
+    DIFFUSERS_COMPONENT,
+    DIFFUSERS_METADATA_KEY,
+    LTXTRAINER_METADATA_KEY,
+    REFERENCE_DOWNSCALE_METADATA_KEY,
+)
 
 LORA_FILE = "lora_weights.safetensors"
 # A folder where every rank writes its adapter at each micro-step (`trainer._save_rank_adapter`).
@@ -77,7 +82,9 @@ def save_lora(
     With `fold_alpha` (the run's LoRA file) lora_B is multiplied by alpha/rank in fp32 before the
     cast to `dtype` and diffusers' entry says alpha = rank; without it (checkpoints) the tensors
     are peft's own and the entry holds the trained alpha. `family` (the model family's name) goes
-    into our record, so export tells an LTX-2 LoRA from a 0.9 one whose keys look alike.
+    into our record, so export tells an LTX-2 LoRA from a 0.9 one whose keys look alike. An IC-LoRA
+    (`conditioning.mode: reference_video`) records its reference downscale factor where Lightricks'
+    LTX-2 pipelines look for it, so inference encodes the reference at the size it was trained on.
     """
     trained = lora_metadata(config)
     scale = trained["lora_alpha"] / trained["r"]
@@ -104,6 +111,9 @@ def save_lora(
         ),
         LTXTRAINER_METADATA_KEY: json.dumps(record, sort_keys=True),
     }
+    conditioning = config.conditioning
+    if conditioning is not None and conditioning.mode == "reference_video":
+        metadata[REFERENCE_DOWNSCALE_METADATA_KEY] = str(conditioning.reference_downscale_factor)
     return write_atomic(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 

@@ -11,6 +11,12 @@ changes the embeddings the LoRA was trained on), the embeddings reach the pipeli
 weights' dtype (the pipeline casts its latents to the embeddings' dtype before every transformer
 call, and the trainer's model runs without autocast), and a VAE with timestep conditioning decodes
 with the noise diffusers' examples use.
+
+An IC-LoRA run (`conditioning.mode: reference_video`) reads each prompt's `validation.reference_videos`
+entry before training (a wrong count or an unreadable file stops the run at once, named), encodes it
+once with the VAE as preprocess encodes the training references, and renders through diffusers' own
+pipelines with `ltx_video.ReferenceConditionedTransformer` as their transformer: the reference's clean
+tokens join every denoising step as in training. Each mp4 shows reference | result side by side.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ltxtrainer.config import TrainerConfig, ValidationConfig
+from ltxtrainer.config import ConfigError, TrainerConfig, ValidationConfig
 from ltxtrainer.data import PrecomputedDataset, load_precomputed
+from ltxtrainer.media import MediaError, read_frames, resize_and_crop
 
 # diffusers' LTX examples decode 0.9.1+ VAEs (timestep-conditioned decoders) with a little noise.
 DECODE_TIMESTEP = 0.05
@@ -95,12 +102,21 @@ class LTXVideoValidation:
         self, model_dir: Path, config: TrainerConfig, dataset: PrecomputedDataset, device: torch.device,
         dtype: torch.dtype,
     ):
+        from ltxtrainer.models import ltx_video
+
         self.model_dir, self.validation, self.device, self.dtype = model_dir, config.validation, device, dtype
+        # Read before T5 loads: a wrong reference list should cost the user seconds, not a model load.
+        self.reference_videos = (
+            load_reference_videos(config.validation.reference_videos, config.validation.prompts,
+                                  *config.validation.video_dims)
+            if ltx_video.trains_with_reference(config) else None
+        )
         self.inputs = encode_validation_prompts(
             str(model_dir), config.validation, device, dataset_text_length(dataset),
             config.acceleration.load_text_encoder_in_8bit,
         )
         self.vae = self.scheduler = None
+        self.reference_latents: list[torch.Tensor] | None = None
 
     def render(self, transformer: torch.nn.Module, output_dir: Path) -> list[Path]:
         from ltxtrainer.models import ltx_video
@@ -108,9 +124,60 @@ class LTXVideoValidation:
         if self.vae is None:
             self.vae = ltx_video.load_vae(self.model_dir, dtype=self.dtype)
             self.scheduler = ltx_video.load_scheduler(self.model_dir)
+            if self.reference_videos is not None:
+                self.reference_latents = encode_reference_videos(self.vae, self.reference_videos, self.device)
         return sample_videos(
-            transformer, self.vae, self.scheduler, self.inputs, self.validation, output_dir, self.device, self.dtype
+            transformer, self.vae, self.scheduler, self.inputs, self.validation, output_dir, self.device, self.dtype,
+            references=None if self.reference_videos is None else list(zip(self.reference_videos,
+                                                                            self.reference_latents, strict=True)),
         )
+
+
+def load_reference_videos(
+    paths: list[str] | None, prompts: list[str], width: int, height: int, frames: int
+) -> list[np.ndarray]:
+    """Each prompt's reference video (`validation.reference_videos`, one per prompt) as its first `frames`
+    frames [F, height, width, 3] uint8, resized and centre-cropped as preprocess cuts the training clips.
+
+    An LTX-Video 0.9 reference has its target's size and length (as in training), so a shorter video
+    is refused rather than stretched."""
+    if not paths or len(paths) != len(prompts):
+        raise ConfigError(
+            f"conditioning.mode is reference_video: validation.reference_videos needs one video per validation "
+            f"prompt ({len(prompts)}), got {len(paths or [])}. Give each prompt the reference (edges, depth, "
+            "pose...) its result should follow, or turn validation off (validation.interval: null)."
+        )
+    videos = []
+    for index, path in enumerate(paths):
+        try:
+            video = read_frames(path, count=frames)
+        except MediaError as error:  # the message names the file and the reason
+            raise ConfigError(f"validation.reference_videos[{index}]: {error}") from None
+        if len(video) < frames:
+            raise ConfigError(
+                f"validation.reference_videos[{index}]: {path} has {len(video)} frames, but validation.video_dims "
+                f"asks for {frames}; use a longer reference or fewer frames."
+            )
+        videos.append(resize_and_crop(video, width, height))
+    return videos
+
+
+def encode_reference_videos(vae: torch.nn.Module, videos: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """Packed, normalised latents [1, tokens, C] of each reference, encoded as preprocess encodes the
+    training references (`preprocess.encode_frames`), once per run; kept on the CPU between renders."""
+    from ltxtrainer.preprocess import encode_frames
+
+    vae_device = next(vae.parameters()).device
+    vae.to(device)
+    try:
+        return [encode_frames(vae, video)[None].cpu() for video in videos]
+    finally:
+        vae.to(vae_device)
+
+
+def side_by_side(reference: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """[F, H, 2W, 3]: the reference on the left, the result on the right."""
+    return np.concatenate([reference[: len(result)], result], axis=2)
 
 
 def load_first_frame(path: str, width: int, height: int):
@@ -132,15 +199,18 @@ def sample_videos(
     output_dir: Path,
     device: torch.device,
     dtype: torch.dtype,
+    references: list[tuple[np.ndarray, torch.Tensor]] | None = None,
 ) -> list[Path]:
     """Render every validation prompt to `output_dir/prompt_<i>_<j>.mp4`; returns the files.
 
     `dtype` is the frozen weights' dtype and `validation.frame_rate` must be resolved (the trainer
-    fills it from the dataset when the config leaves it empty).
+    fills it from the dataset when the config leaves it empty). `references` (IC-LoRA) holds each
+    prompt's reference frames and latents: the latents guide the render, the frames go beside it.
     """
     from diffusers import LTXImageToVideoPipeline, LTXPipeline
 
     from ltxtrainer.media import write_video
+    from ltxtrainer.models.ltx_video import ReferenceConditionedTransformer
 
     width, height, frames = validation.video_dims
     copies = validation.videos_per_prompt
@@ -148,7 +218,7 @@ def sample_videos(
     transformer.eval()
     vae_device = next(vae.parameters()).device
     vae.to(device)
-    components = {"scheduler": scheduler, "vae": vae, "text_encoder": None, "tokenizer": None, "transformer": transformer}
+    components = {"scheduler": scheduler, "vae": vae, "text_encoder": None, "tokenizer": None}
     decode = (
         {"decode_timestep": DECODE_TIMESTEP, "decode_noise_scale": DECODE_NOISE_SCALE}
         if vae.config.timestep_conditioning else {}
@@ -161,7 +231,11 @@ def sample_videos(
         for index in range(len(inputs.prompts)):
             image_path = validation.images[index] if validation.images and index < len(validation.images) else None
             pipeline_class = LTXImageToVideoPipeline if image_path else LTXPipeline
-            pipeline = pipeline_class(**components)
+            model, reference_frames = transformer, None
+            if references is not None:
+                reference_frames, reference_latents = references[index]
+                model = ReferenceConditionedTransformer(transformer, reference_latents.to(device))
+            pipeline = pipeline_class(**components, transformer=model)
             pipeline.set_progress_bar_config(disable=True)
             extra = {"image": load_first_frame(image_path, width, height)} if image_path else {}
             generator = torch.Generator(device="cpu").manual_seed(validation.seed)
@@ -183,6 +257,8 @@ def sample_videos(
             )
             for video_index, video in enumerate(result.frames):
                 pixels = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
+                if reference_frames is not None:
+                    pixels = side_by_side(reference_frames, pixels)
                 path = output_dir / f"prompt_{index:02d}_{video_index:02d}.mp4"
                 written.append(write_video(path, pixels, validation.frame_rate))
     finally:
