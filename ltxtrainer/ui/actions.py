@@ -33,7 +33,8 @@ from ltxtrainer.ui.workspace import AppPaths, clips_folder, forget_caption, safe
 
 API_KEY_ENV = "LTXT_CAPTION_API_KEY"  # the variable the GUI's key travels in; never written anywhere
 CONFIG_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-PIPELINE_STEPS = tuple(stage for stage in STAGES if stage != "export")  # export follows train itself
+# export follows train itself; reference runs before preprocess in every IC-LoRA request (the conditioning choice)
+PIPELINE_STEPS = tuple(stage for stage in STAGES if stage not in ("export", "reference"))
 
 # (label key, width, height): the seed GUI's range, 320x320 to 1280x736, multiples of 32.
 RESOLUTIONS = (

@@ -88,14 +88,15 @@ def model_folders(paths: AppPaths) -> list[tuple[str, ModelFamily, bool]]:
 
 
 def default_model(paths: AppPaths, saved: dict, template: str | None) -> str | None:
-    """The remembered folder while it is offered, else the chosen template's folder, else the first one there."""
+    """The remembered folder while it is offered, else the chosen template's folder when it is
+    downloaded, else the first folder there, else the first one to download."""
     offered = model_folders(paths)
     names = [name for name, _, _ in offered]
     if saved.get("model") in names:
         return saved["model"]
-    if template and template in TEMPLATES and template_model_name(template) in names:
-        return template_model_name(template)
     downloaded = [name for name, _, here in offered if here]
+    if template and template in TEMPLATES and template_model_name(template) in downloaded:
+        return template_model_name(template)
     return (downloaded or names or [None])[0]
 
 

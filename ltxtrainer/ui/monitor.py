@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from ltxtrainer.pipeline import STAGES
 from ltxtrainer.ui.i18n import STRINGS, t
 from ltxtrainer.ui.jobs import Job
 from ltxtrainer.ui.runs import smoothed
@@ -284,7 +285,7 @@ def progress_html(stages: list[StageProgress], lang: str) -> str:
     )
 
 
-_STEP_LABELS = {f"step.{name}" for name in ("split", "caption", "preprocess", "train", "export")}
+_STEP_LABELS = {f"step.{name}" for name in STAGES}  # every pipeline stage, the IC-LoRA reference stage included
 
 
 # ---- the log --------------------------------------------------------------------------------------

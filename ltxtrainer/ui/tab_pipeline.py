@@ -450,9 +450,12 @@ def build(ui) -> None:
         show_progress="hidden").then(
         show_reference_fields, inputs=[model, conditioning, reference_kind],
         outputs=[reference_kind, reference_dir, downscale], api_visibility="private", show_progress="hidden")
-    for trigger in (conditioning.change, reference_kind.change):
-        trigger(show_reference_fields, inputs=[model, conditioning, reference_kind],
-                outputs=[reference_kind, reference_dir, downscale], api_visibility="private", show_progress="hidden")
+    conditioning.change(show_reference_fields, inputs=[model, conditioning, reference_kind],
+                        outputs=[reference_kind, reference_dir, downscale], api_visibility="private", show_progress="hidden")
+    # the kind shows or hides only the folder (an update of the kind's own dropdown from its change would loop)
+    reference_kind.change(lambda model, conditioning, kind: show_reference_fields(model, conditioning, kind)[1],
+                          inputs=[model, conditioning, reference_kind], outputs=reference_dir, api_visibility="private",
+                          show_progress="hidden")
     start.click(start_job, inputs=form, outputs=[message, job_id], api_name="start_pipeline")
     stop.click(lambda job, lang: stop_message(ui, job, lang), inputs=[job_id, ui.lang], outputs=message,
                api_name="stop_job")
