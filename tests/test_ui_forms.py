@@ -321,6 +321,11 @@ def test_the_model_folder_decides_the_family_and_the_templates_offered(tiny_ltx2
     assert "ltx2" not in model_choice.family_templates("ltx_video") and "tiny" in model_choice.family_templates("ltx_video")
     assert model_choice.template_for("ltx2", "tiny", "tiny") == "ltx2"  # a 0.9 template never trains an LTX-2 folder
     assert model_choice.template_for("ltx_video", "2b", "tiny") == "2b"
+    assert model_choice.default_model(paths, {}, "tiny") == "tiny-ltxv"  # the template's folder, downloaded
+    assert model_choice.default_model(paths, {"model": "tiny-ltx2"}, "tiny") == "tiny-ltx2"  # remembered
+    only_ltx2 = replace(paths, models=tmp_path / "only ltx2")
+    shutil.copytree(tiny_ltx2_models / "tiny-ltx2", only_ltx2.models / "tiny-ltx2")
+    assert model_choice.default_model(only_ltx2, {}, "tiny") == "tiny-ltx2"  # a folder there, not a missing one
 
 
 def test_a_start_on_an_ltx2_folder_carries_the_sound_lora_and_reference_flags(tiny_ltx2_models, tmp_path):
