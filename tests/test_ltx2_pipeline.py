@@ -164,7 +164,7 @@ def test_pipeline_with_the_ltx2_template_trains_sound_when_every_scene_clip_has_
     config = yaml.safe_load((Path(end["run_dir"]) / "training_config.yaml").read_text(encoding="utf-8"))
     data_dir = Path(config["data"]["preprocessed_data_root"])
     assert data_dir.name.endswith("_ltx2_av") and config["model"]["with_audio"] is True
-    assert data_dir.name.startswith(f"{BUCKET}_") and "_t256_" not in data_dir.name  # Gemma's length is fixed
+    assert data_dir.name.startswith(f"{SIZE}x{SIZE}x9_") and "_t256_" not in data_dir.name  # Gemma's length is fixed
     assert sorted(path.name for path in (data_dir / AUDIO_LATENTS_DIR).glob("*.pt")) == ["clip0.pt", "clip1.pt"]
     lora = load_file(str(end["lora"]))
     assert any(".audio_attn1." in key for key in lora) and any(".video_to_audio_attn." in key for key in lora)
