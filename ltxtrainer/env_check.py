@@ -61,10 +61,11 @@ class GpuInfo:
 class ModelFolderState:
     name: str
     path: str
-    kind: str  # "ltx-video" (checked) or "other" (a captioner or text model; not checked)
+    kind: str  # "ltx-video" (an LTX folder of either family, checked) or "other" (a captioner or text model; not checked)
     ok: bool
     variant: str
     problems: list[str] = field(default_factory=list)
+    family: str | None = None  # "ltx_video" (0.9) or "ltx2" (LTX-2, 2.3), from model_index.json; None for "other"
 
 
 @dataclass
@@ -260,7 +261,8 @@ def scan_models(models_dir: Path) -> list[ModelFolderState]:
         report = check_model_folder(folder)
         states.append(
             ModelFolderState(
-                folder.name, str(report.path), "ltx-video", report.ok, report.variant, list(report.problems)
+                folder.name, str(report.path), "ltx-video", report.ok, report.variant, list(report.problems),
+                report.family,
             )
         )
     return states

@@ -95,6 +95,23 @@ def test_model_folders_are_checked_and_broken_ones_named(models_dir: Path, tmp_p
     assert len(errors) == 1 and "LTX-Video-0.9.7-diffusers" in errors[0].message
 
 
+def test_each_model_folder_is_labelled_with_its_family_in_the_report_and_the_header(models_dir: Path) -> None:
+    """An LTX-2 download beside the 0.9 ones is named LTX-2, not LTX-Video, in both languages."""
+    from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
+    from ltxtrainer.ui.tab_environment import models_lines
+
+    save_tiny_ltx2_model(models_dir / "tiny-ltx2")
+    states = {state.name: state for state in check_environment(models_dir, models_dir).models}
+    assert states["tiny-ltx2"].family == "ltx2" and states["tiny-ltx2"].ok
+    assert states["tiny-ltxv"].family == "ltx_video"
+    assert states["LLaVA-NeXT-Video-7B-hf"].family is None
+    rows = [vars(state) for state in states.values()]
+    for lang, tiny in (("en", "tiny test model"), ("zh", "微型测试模型")):
+        lines = models_lines(rows, lang)
+        assert any(line.startswith("✅ tiny-ltx2") and f"LTX-2 {tiny}" in line for line in lines), lines
+        assert any(line.startswith("✅ tiny-ltxv") and f"LTX-Video {tiny}" in line for line in lines), lines
+
+
 def test_json_output_parses_and_has_the_documented_keys(
     repo_root: Path, models_dir: Path, tmp_path: Path
 ) -> None:

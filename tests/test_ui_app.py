@@ -128,7 +128,7 @@ def test_one_click_pipeline_on_tiny_models_to_a_comfyui_file(server, workspace):
     # the dataset tab: the clips of the project, a caption edited and saved to .txt and captions.json
     _, clips = client.predict(PROJECT, api_name="/list_clips")
     clip = clips["value"]
-    _, caption = client.predict(PROJECT, clip, api_name="/show_clip")
+    _, caption, _reference = client.predict(PROJECT, clip, api_name="/show_clip")
     assert caption.startswith(PROJECT)
     client.predict(PROJECT, clip, f"{PROJECT} 一个手写的标注", api_name="/save_caption")
     scenes = workspace.datasets / PROJECT / "scenes"

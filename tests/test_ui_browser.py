@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
+import yaml
 
 from ltxtrainer.synthetic import make_clip
 from ltxtrainer.ui.app import free_port, launch
@@ -107,8 +110,8 @@ def wait_for_two_lines(page, plot: str) -> None:
         ".filter(line => line.getAttribute('stroke')).length === 2", arg=plot, timeout=30_000)
 
 
-def newest_run_dirs(paths: AppPaths) -> list[Path]:
-    return sorted((folder for folder in paths.outputs.iterdir() if folder.name.startswith(PROJECT)),
+def newest_run_dirs(paths: AppPaths, project: str = PROJECT) -> list[Path]:
+    return sorted((folder for folder in paths.outputs.iterdir() if folder.name.startswith(project)),
                   key=lambda folder: folder.stat().st_mtime)
 
 
@@ -247,3 +250,178 @@ def test_new_user_journey_from_upload_to_resume_export_reload_and_chinese(browse
     page.wait_for_function("() => document.querySelector('#export-banner').innerText.includes('输出文件')", timeout=30_000)
     shot(page, "12_zh_export")
     assert not [job for job in runner.jobs() if job.active]
+
+
+# ---- LTX-2 and IC-LoRA on the Pipeline tab --------------------------------------------------------
+
+
+@pytest.fixture
+def ltx2_gui(tmp_path, tiny_model_dir):
+    """A server whose models/ holds the tiny LTX-2 and 0.9 models, and a project APT whose clip has sound,
+    already split into scenes (datasets/APT/scenes)."""
+    from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
+    from tests.test_ltx2_training import write_clip_with_sound
+
+    models = tmp_path / "模型 models"
+    save_tiny_ltx2_model(models / "tiny-ltx2")
+    shutil.copytree(tiny_model_dir, models / "tiny-ltxv")
+    write_clip_with_sound(tmp_path / "train_date" / "APT" / "clip0.mp4", 0, 330.0)
+    write_clip_with_sound(tmp_path / "datasets" / "APT" / "scenes" / "clip0-Scene-001.mp4", 0, 330.0)
+    paths = AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
+                     outputs=tmp_path / "outputs", models=models, configs=tmp_path / "configs")
+    runner = JobRunner(paths.jobs)
+    demo, url = launch(paths, language="en", port=free_port(8060), prevent_thread_lock=True, runner=runner)
+    yield url, runner, paths
+    for job in runner.jobs():
+        if job.active:
+            runner.stop(job.id)
+            runner.stop(job.id)
+    runner.close()
+    demo.close()
+
+
+def streams_of(data: bytes, folder: Path) -> list[str]:
+    """The stream types (video, audio) of an mp4 the page was served."""
+    import av
+
+    path = folder / "served.mp4"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        return [stream.type for stream in container.streams]
+
+
+def test_an_ltx2_folder_offers_sound_and_lora_targets_and_its_samples_play_with_sound(browser, ltx2_gui, expect, tmp_path):
+    url, runner, paths = ltx2_gui
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.get_by_role("tab", name="One-click pipeline").wait_for(timeout=60_000)
+
+    # an LTX-2 folder: its options and its template; a 0.9 folder: neither
+    template = page.get_by_label("Config template", exact=True).first
+    expect(page.get_by_label("video only")).to_be_hidden(timeout=30_000)  # the page starts on the tiny 0.9 model
+    choose(page, "Model folder (in models/)", "tiny-ltx2 (LTX-2)")
+    expect(page.get_by_label("video only")).to_be_visible(timeout=30_000)
+    expect(template).to_have_value("LTX-2 LoRA with sound (24 GB cards)")
+    expect(page.get_by_label("audio attention", exact=True)).to_be_checked()  # the template's targets
+    assert not page.get_by_label("feed-forward", exact=True).is_checked()
+    choose(page, "Model folder (in models/)", "tiny-ltxv (LTX-Video)")
+    expect(template).to_have_value("Tiny demo models (CPU is fine)", timeout=30_000)
+    expect(page.get_by_label("video only")).to_be_hidden()
+    template.click()
+    assert page.get_by_role("option", name="LTX-2 LoRA with sound (24 GB cards)").count() == 0
+    page.keyboard.press("Escape")
+    choose(page, "Model folder (in models/)", "tiny-ltx2 (LTX-2)")
+    expect(template).to_have_value("LTX-2 LoRA with sound (24 GB cards)", timeout=30_000)
+    shot(page, "ltx2_01_options")
+
+    # a run with sound: its validation video is served with its sound track and plays unmuted
+    type_into(page, "Resolution", "64x64")
+    type_into(page, "Frames", "17")
+    choose(page, "Captioner", "Demo captions (no model needed)")
+    page.get_by_label("Split scenes", exact=True).uncheck()  # the clips are already split
+    page.get_by_label("Training steps (0: the template's)").fill("2")
+    page.get_by_label("with sound (video + sound)").check()
+    page.get_by_role("button", name="Start one-click training").click()
+    banner(page, "pipeline", "finished")
+    video = page.locator("#pipeline-videos video").first
+    video.wait_for(timeout=30_000)
+    assert video.evaluate("v => v.muted") is False
+    served = page.request.get(urljoin(page.url, video.get_attribute("src")))
+    assert served.ok and streams_of(served.body(), tmp_path) == ["video", "audio"]
+    with_sound = newest_run_dirs(paths, "APT")[-1]
+    assert yaml.safe_load((with_sound / "training_config.yaml").read_text(encoding="utf-8"))["model"]["with_audio"] is True
+    shot(page, "ltx2_02_with_sound")
+
+    # video only, feed-forward too: the run config says so (the run is stopped once training starts)
+    page.get_by_label("video only").check()
+    page.get_by_label("feed-forward", exact=True).check()
+    page.get_by_label("Training steps (0: the template's)").fill("200")
+    page.get_by_role("button", name="Start one-click training").click()
+    page.locator("#pipeline-progress tr[data-stage='train'][data-state='running']").wait_for(timeout=RUN_S)
+    video_only = newest_run_dirs(paths, "APT")[-1]
+    config = yaml.safe_load((video_only / "training_config.yaml").read_text(encoding="utf-8"))
+    assert video_only != with_sound and config["model"]["with_audio"] is False
+    assert "ff.net.2" in config["lora"]["target_modules"] and "audio_attn1.to_q" in config["lora"]["target_modules"]
+    page.get_by_role("button", name="Stop (saves a checkpoint)").click()
+    banner(page, "pipeline", "stopped")
+
+    # 中文, and a reload keeps the folder and its options
+    page.get_by_label("中文").check()
+    page.get_by_role("tab", name="一键训练流水线").wait_for(timeout=30_000)
+    expect(page.get_by_label("仅视频")).to_be_checked(timeout=30_000)
+    expect(page.get_by_label("前馈层", exact=True)).to_be_checked()
+    page.reload()
+    expect(page.get_by_label("仅视频")).to_be_visible(timeout=60_000)
+    expect(page.get_by_label("仅视频")).to_be_checked()
+    expect(page.get_by_label("配置模板", exact=True).first).to_have_value("LTX-2 有声 LoRA（24GB 显卡）")
+    shot(page, "ltx2_03_zh_reloaded")
+
+
+@pytest.fixture
+def ic_gui(tmp_path, tiny_model_dir):
+    """A server on the tiny 0.9 model with a project ICP of one clip, not split yet."""
+    make_clip(tmp_path / "train_date" / "ICP" / "walk.mp4", width=96, height=64, frames_per_scene=(30,))
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, models / "tiny-ltxv")
+    paths = AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
+                     outputs=tmp_path / "outputs", models=models, configs=tmp_path / "configs")
+    runner = JobRunner(paths.jobs)
+    demo, url = launch(paths, language="en", port=free_port(8070), prevent_thread_lock=True, runner=runner)
+    yield url, runner, paths
+    for job in runner.jobs():
+        if job.active:
+            runner.stop(job.id)
+            runner.stop(job.id)
+    runner.close()
+    demo.close()
+
+
+def test_an_ic_lora_run_from_the_pipeline_tab_computes_references_and_the_dataset_tab_shows_them(browser, ic_gui, expect):
+    url, runner, paths = ic_gui
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.get_by_role("tab", name="One-click pipeline").wait_for(timeout=60_000)
+
+    # the reference fields appear with the IC choice; the downscale is LTX-2's, so not for this 0.9 model
+    expect(page.get_by_label("Reference kind", exact=True)).to_be_hidden(timeout=30_000)
+    page.get_by_label("reference video / IC-LoRA").check()
+    expect(page.get_by_label("Reference kind", exact=True).first).to_be_visible(timeout=30_000)
+    choose(page, "Reference kind", "my own folder of references")
+    expect(page.get_by_label("Reference folder")).to_be_visible(timeout=30_000)
+    choose(page, "Reference kind", "Canny edges")
+    expect(page.get_by_label("Reference folder")).to_be_hidden(timeout=30_000)
+    expect(page.get_by_label("1/2", exact=True)).to_be_hidden()
+
+    type_into(page, "Resolution", "64x64")
+    type_into(page, "Frames", "9")
+    choose(page, "Captioner", "Demo captions (no model needed)")
+    page.get_by_label("Training steps (0: the template's)").fill("2")
+    page.get_by_role("button", name="Start one-click training").click()
+    banner(page, "pipeline", "finished")
+    job = runner.jobs()[0]
+    flags = job.argv[job.argv.index("--conditioning"):]
+    assert flags == ["--conditioning", "reference_video", "--reference-kind", "canny"]
+    reference_row = page.locator("#pipeline-progress tr[data-stage='reference'][data-state='done']")
+    assert reference_row.inner_text().startswith("Reference videos")
+    run_dir = newest_run_dirs(paths, "ICP")[-1]
+    assert yaml.safe_load((run_dir / "training_config.yaml").read_text(encoding="utf-8"))["conditioning"]["mode"] == \
+        "reference_video"
+    shot(page, "ic_01_finished")
+
+    # the Dataset tab plays each clip's reference beside it
+    page.get_by_role("tab", name="Dataset and captions").click()
+    page.locator("#dataset-reference video").wait_for(timeout=30_000)
+    assert "_reference.mp4" in page.locator("#dataset-reference video").get_attribute("src")
+    shot(page, "ic_02_dataset_reference")
+
+    # 中文: the stage and the reference in Chinese; a reload keeps the IC choice
+    page.get_by_label("中文").check()
+    page.get_by_role("tab", name="一键训练流水线").click()
+    page.wait_for_function("() => document.querySelector(\"#pipeline-progress tr[data-stage='reference']\")"
+                           ".innerText.startsWith('生成参考视频')", timeout=30_000)
+    page.reload()
+    expect(page.get_by_label("参考视频 / IC-LoRA")).to_be_checked(timeout=60_000)
+    expect(page.get_by_label("参考视频类型", exact=True).first).to_have_value("Canny 边缘")
+    page.get_by_role("tab", name="数据集与标注").click()
+    expect(page.get_by_text("参考视频（IC-LoRA）").first).to_be_visible(timeout=30_000)
+    shot(page, "ic_03_zh")

@@ -119,8 +119,7 @@ paths = AppPaths(root=Path({str(REPO_ROOT)!r}), train_date=root / "train_date", 
                  configs=Path({str(REPO_ROOT / "configs")!r}))
 demo = build_app(paths, JobRunner(paths.jobs), "zh")
 card = memory_line.detect_card()
-# LTX-2 has no memory estimate yet (docs/architecture.md, "what remains"): its line says so, without the card.
-lines = [memory_line.memory_text(paths, name, "768x512", 49, "zh", card) for name in TEMPLATES if name != "ltx2"]
+lines = [memory_line.memory_text(paths, name, "768x512", 49, "zh", card) for name in TEMPLATES]
 header = tab_environment.header_text(paths, "zh")
 print(json.dumps({{"modules": [m for m in ("torch", "peft", "diffusers", "transformers") if m in sys.modules],
                   "lines": lines, "header": header}}))
@@ -280,3 +279,104 @@ def test_a_training_started_on_the_advanced_tab_shows_its_outcome_there(advanced
         banner = client.predict(api_name="/poll_advanced")
     assert 'data-state="finished"' in banner, runner.read_log(runner.jobs()[0].id)
     assert "已完成" in banner and "lora_weights.safetensors" in banner  # the session is in 中文
+
+
+# ---- the Pipeline tab's model folder: LTX-2 options and IC-LoRA flags -----------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx2_models(tmp_path_factory, tiny_model_dir) -> Path:
+    """A models/ folder with the tiny LTX-2 model (real diffusers layout) beside the tiny 0.9 one."""
+    from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
+
+    models = tmp_path_factory.mktemp("模型 models")
+    save_tiny_ltx2_model(models / "tiny-ltx2")
+    shutil.copytree(tiny_model_dir, models / "tiny-ltxv")
+    return models
+
+
+def test_the_lora_presets_name_the_modules_ltx2_lora_target_modules_names():
+    """The GUI's torch-free copy of the preset names agrees with the model family's own function."""
+    from itertools import product
+
+    from ltxtrainer.models import ltx2
+    from ltxtrainer.ui import model_choice
+
+    for switches in product((False, True), repeat=3):
+        presets = [preset for preset, on in zip(model_choice.LORA_PRESETS, switches, strict=True) if on]
+        assert model_choice.lora_target_modules(presets) == ltx2.lora_target_modules(*switches), presets
+    assert model_choice.template_presets("ltx2") == ["audio", "cross_modal"]  # the shipped template's targets
+
+
+def test_the_model_folder_decides_the_family_and_the_templates_offered(tiny_ltx2_models, tmp_path):
+    from ltxtrainer.ui import model_choice
+
+    paths = AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
+                     outputs=tmp_path / "outputs", models=tiny_ltx2_models, configs=REPO_ROOT / "configs")
+    folders = {name: (family, here) for name, family, here in model_choice.model_folders(paths)}
+    assert folders["tiny-ltx2"] == ("ltx2", True) and folders["tiny-ltxv"] == ("ltx_video", True)
+    assert folders["LTX-2-diffusers"] == ("ltx2", False)  # the LTX-2 template's folder, not downloaded: by its name
+    assert folders["LTX-Video-0.9.7-diffusers"] == ("ltx_video", False)
+    assert model_choice.family_templates("ltx2")[0] == "ltx2"
+    assert "ltx2" not in model_choice.family_templates("ltx_video") and "tiny" in model_choice.family_templates("ltx_video")
+    assert model_choice.template_for("ltx2", "tiny", "tiny") == "ltx2"  # a 0.9 template never trains an LTX-2 folder
+    assert model_choice.template_for("ltx_video", "2b", "tiny") == "2b"
+    assert model_choice.default_model(paths, {}, "tiny") == "tiny-ltxv"  # the template's folder, downloaded
+    assert model_choice.default_model(paths, {"model": "tiny-ltx2"}, "tiny") == "tiny-ltx2"  # remembered
+    only_ltx2 = replace(paths, models=tmp_path / "only ltx2")
+    shutil.copytree(tiny_ltx2_models / "tiny-ltx2", only_ltx2.models / "tiny-ltx2")
+    assert model_choice.default_model(only_ltx2, {}, "tiny") == "tiny-ltx2"  # a folder there, not a missing one
+
+
+def test_a_start_on_an_ltx2_folder_carries_the_sound_lora_and_reference_flags(tiny_ltx2_models, tmp_path):
+    from ltxtrainer.ui import actions
+    from ltxtrainer.ui.jobs import JobRunner
+
+    paths = AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
+                     outputs=tmp_path / "outputs", models=tiny_ltx2_models, configs=REPO_ROOT / "configs")
+    (paths.train_date / "APT").mkdir(parents=True)
+    own_references = tmp_path / "我的 参考"
+    own_references.mkdir()
+    runner = JobRunner(paths.jobs, start_worker=False)
+
+    def argv(**choices) -> list[str]:
+        job = actions.start_pipeline(runner, paths, project="APT", resolution="64x64", frames=9, steps=["train"],
+                                     template=choices.pop("template", "ltx2"), captioner="demo", **choices)
+        runner.cancel(job.id)
+        return job.argv
+
+    ltx2_run = argv(model="tiny-ltx2", audio="without", lora_presets=["feed_forward"], conditioning="reference_video",
+                    reference_kind="folder", reference_dir=str(own_references), reference_downscale=2)
+    assert ltx2_run[ltx2_run.index("--model-path") + 1] == str(tiny_ltx2_models / "tiny-ltx2")
+    overrides = [ltx2_run[i + 1] for i, arg in enumerate(ltx2_run) if arg == "--set"]
+    assert overrides == ["model.with_audio=false",
+                         'lora.target_modules=["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", '
+                         '"attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2"]']
+    assert ltx2_run[-8:] == ["--conditioning", "reference_video", "--reference-kind", "folder",
+                             "--reference-dir", str(own_references), "--reference-downscale", "2"]
+    assert "model.with_audio=true" in argv(model="tiny-ltx2", audio="with", lora_presets=["audio"])
+    # on an LTX-Video 0.9 folder the LTX-2 options and the downscale are not passed
+    plain = argv(model="tiny-ltxv", template="tiny", audio="without", lora_presets=["audio"], conditioning="reference_video",
+                 reference_kind="canny", reference_downscale=4)
+    assert "--set" not in plain and plain[-4:] == ["--conditioning", "reference_video", "--reference-kind", "canny"]
+    assert "--conditioning" not in argv(model="tiny-ltxv", template="tiny")
+    with pytest.raises(ValueError, match="reference folder not found"):
+        argv(model="tiny-ltx2", conditioning="reference_video", reference_kind="folder", reference_dir=str(tmp_path / "nowhere"))
+    runner.close()
+
+
+def test_an_ltx2_template_is_estimated_against_the_card_for_a_folder_there_or_only_named(card, tiny_ltx2_models, tmp_path):
+    """LTX-2 runs get the same verdict line as 0.9 ones: the downloaded folder's own config, or
+    the built-in LTX-2 shape its name points to; the page starts with the LTX-2 template that fits."""
+    paths = AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
+                     outputs=tmp_path / "outputs", models=tiny_ltx2_models, configs=REPO_ROOT / "configs")
+    rtx_4090, h100 = card(RTX_4090), card(H100)
+    for template in ("ltx2", "ltx2-32gb", "ltx2-80gb"):
+        line = memory_line.memory_text(paths, template, "512x512", 49, "en", h100, model="LTX-2-diffusers")
+        assert "NVIDIA H100 80GB HBM3" in line and "No memory estimate" not in line, line
+    assert memory_line.memory_estimate(paths, "ltx2", 512, 512, 49, h100, "LTX-2.3-diffusers")["known"]
+    assert memory_line.suggested_template(paths, h100, "ltx2") == "ltx2-80gb"
+    assert memory_line.suggested_template(paths, rtx_4090, "ltx2") == "ltx2"
+    tiny = memory_line.memory_estimate(paths, "ltx2", 64, 64, 17, None, model="tiny-ltx2")
+    assert tiny["known"] and tiny["verdict"] == "cpu"
+    assert memory_line.memory_text(paths, "ltx2", "64x64", 17, "zh", None, model="tiny-ltx2").startswith("未检测到 NVIDIA GPU")

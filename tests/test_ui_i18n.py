@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 
 from ltxtrainer import env_check
+from ltxtrainer.models.tiny_ltx2 import save_tiny_ltx2_model
 from ltxtrainer.synthetic import make_clip
 from ltxtrainer.ui.app import free_port, launch
 from ltxtrainer.ui.config_form import form_fields
 from ltxtrainer.ui.i18n import FIELDS, SECTIONS, STRINGS
 from ltxtrainer.ui.jobs import JobRunner
+from ltxtrainer.ui.settings import remember
 from ltxtrainer.ui.workspace import AppPaths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -116,8 +118,12 @@ def workspace(tmp_path, tiny_model_dir) -> AppPaths:
     shutil.rmtree(broken / "tokenizer")
     for part in ("latents", "conditions"):
         (tmp_path / "datasets" / "APT" / "scenes" / ".precomputed" / "64x64x9-abc" / part).mkdir(parents=True)
-    return AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
-                    outputs=tmp_path / "outputs", models=models, configs=tmp_path / "configs")
+    paths = AppPaths(root=REPO_ROOT, train_date=tmp_path / "train_date", datasets=tmp_path / "datasets",
+                     outputs=tmp_path / "outputs", models=models, configs=tmp_path / "configs")
+    # An LTX-2 folder chosen for an IC-LoRA from one's own references: every optional Pipeline field is shown.
+    save_tiny_ltx2_model(models / "tiny-ltx2")
+    remember(paths.settings_file, model="tiny-ltx2", conditioning="reference_video", reference_kind="folder")
+    return paths
 
 
 @pytest.mark.browser
@@ -170,6 +176,8 @@ def test_every_tab_in_chinese_shows_no_english_of_ours_and_no_raw_key(workspace)
                 for tab, text in texts.items()}
     assert all(not words and not keys for words, keys in problems.values()), problems
     assert "LTX-Video-0.9.7-diffusers" in texts["environment"] and "缺少" in texts["environment"]
+    assert "tiny-ltx2：完整（LTX-2 微型测试模型）" in texts["pipeline"]  # the header names the family
+    assert all(label in texts["pipeline"] for label in ("仅视频", "音视频交叉注意力", "参考视频文件夹", "1/4"))
     assert "需要处理的问题" not in english and "incomplete" in english
 
 

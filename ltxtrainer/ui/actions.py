@@ -26,13 +26,15 @@ from ltxtrainer.pipeline import (
     parse_resolution,
     template_path,
 )
+from ltxtrainer.ui import model_choice
 from ltxtrainer.ui.jobs import Job, JobRunner
 from ltxtrainer.ui.runs import comfy_export_path, read_pipeline_status
 from ltxtrainer.ui.workspace import AppPaths, clips_folder, forget_caption, safe_join
 
 API_KEY_ENV = "LTXT_CAPTION_API_KEY"  # the variable the GUI's key travels in; never written anywhere
 CONFIG_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-PIPELINE_STEPS = tuple(stage for stage in STAGES if stage != "export")  # export follows train itself
+# export follows train itself; reference runs before preprocess in every IC-LoRA request (the conditioning choice)
+PIPELINE_STEPS = tuple(stage for stage in STAGES if stage not in ("export", "reference"))
 
 # (label key, width, height): the seed GUI's range, 320x320 to 1280x736, multiples of 32.
 RESOLUTIONS = (
@@ -92,8 +94,20 @@ def start_pipeline(
     on_short: str = "shrink",
     train_steps: int | None = None,
     tab: str = "pipeline",
+    model: str | None = None,
+    audio: str = "auto",
+    lora_presets: list[str] | None = None,
+    conditioning: str = "none",
+    reference_kind: str = "canny",
+    reference_dir: str | None = None,
+    reference_downscale: int = 1,
 ) -> Job:
     """Queue scripts/run_pipeline.py for a project; raises ValueError with the reason to show.
+
+    `model` is a folder name under the GUI's models/ (default: the template's own folder). For an
+    LTX-2 folder `audio` (auto, with, without) and `lora_presets` (model_choice.LORA_PRESETS; None
+    keeps the template's targets) become `--set` overrides; `conditioning` reference_video adds the
+    IC-LoRA flags (`model_choice.conditioning_arguments`).
 
     Each request trains a new run folder (the pipeline names it, or `run_name` when typed); the
     run folder is learnt from the pipeline's first JSON line, so it is not in the job's meta.
@@ -122,9 +136,14 @@ def start_pipeline(
     if run_name:
         argv += ["--run-name", run_name]
         meta["run_dir"] = str(safe_join(paths.outputs, run_name))
-    model_path = template_model_path(paths, template)
+    model_path = paths.models / model if model else template_model_path(paths, template)
     if model_path is not None:
         argv += ["--model-path", str(model_path)]
+    family = model_choice.model_family(paths, model) if model else model_choice.template_family(template)
+    if family == model_choice.LTX2:
+        for override in model_choice.ltx2_overrides(audio, lora_presets):
+            argv += ["--set", override]
+    argv += model_choice.conditioning_arguments(conditioning, reference_kind, reference_dir, reference_downscale, family)
     extra, secret = caption_arguments(captioner, api_base_url, api_model, api_key)
     title = f"{project} {width}x{height}x{int(frames)} ({'+'.join(chosen)})" + (f" {run_name}" if run_name else "")
     meta["title"] = {"key": "title.pipeline", "project": project, "size": f"{width}x{height}x{int(frames)}",

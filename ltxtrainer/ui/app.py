@@ -18,7 +18,7 @@ from ltxtrainer.desktop import should_open_browser
 from ltxtrainer.ui import actions
 from ltxtrainer.ui.i18n import LANGUAGE_NAMES, LANGUAGES, t
 from ltxtrainer.ui.jobs import JobRunner
-from ltxtrainer.ui.settings import load_settings, remember
+from ltxtrainer.ui.settings import REMEMBERED, load_settings, remember
 from ltxtrainer.ui.workspace import AppPaths
 
 DEFAULT_PORT = 7860
@@ -66,6 +66,8 @@ class UI:
         With `save=False` the field only follows the saved value (a second view of one setting).
         """
         if save:
+            if key not in REMEMBERED:  # settings.remember would drop it silently: the field would never come back
+                raise ValueError(f"{key!r} is not in settings.REMEMBERED")
             component.change(lambda value: self.remember(**{key: value}), inputs=component, api_visibility="private",
                              show_progress="hidden")
         self._restorers.append((component, restore or (lambda saved, _lang: {"value": saved[key]} if key in saved else {})))

@@ -16,12 +16,14 @@ from pathlib import Path
 from ltxtrainer import env_check, memory
 from ltxtrainer.config import TrainerConfig, load_config
 from ltxtrainer.pipeline import PipelineError, check_dimensions, parse_resolution, template_path
+from ltxtrainer.ui import model_choice
 from ltxtrainer.ui.i18n import t
 from ltxtrainer.ui.workspace import AppPaths
 
 GIB = 1024**3  # cards are sold and listed (nvidia-smi, Task Manager) in GiB, written "GB"
-# Templates from the biggest model down: the page starts with the first one that fits the card.
-TEMPLATE_PREFERENCE = ("13b", "13b-int8", "2b", "tiny")
+# Templates from the biggest model (or the most memory) down, per family: the page starts with the
+# first one that fits the card; for LTX-2 the last is the one to try when none is estimated to fit.
+TEMPLATE_PREFERENCE = {"ltx_video": ("13b", "13b-int8", "2b", "tiny"), "ltx2": ("ltx2-80gb", "ltx2-32gb", "ltx2")}
 CPU_TEMPLATE = "tiny"  # without a GPU only the tiny demo model trains in useful time
 SUGGESTION_SIZE = (768, 512, 49)  # the pipeline tab's default size
 # Models up to this size train on a CPU in minutes (the tiny demo has 0.1 M parameters); the 2B
@@ -47,6 +49,10 @@ def detect_card() -> Card | None:
 def _variant_from_name(name: str) -> str | None:
     """The built-in shape a model folder's name points to, when the folder itself is not there."""
     lowered = name.lower()
+    if model_choice.family_from_name(name) == model_choice.LTX2:
+        if "tiny" in lowered:
+            return "tiny-ltx2"
+        return "ltx2.3" if re.search(r"ltx-?2[._-]3", lowered) else "ltx2"
     if "tiny" in lowered:
         return "tiny"
     if "13b" in lowered or re.search(r"0\.9\.[78]", lowered):
@@ -100,24 +106,30 @@ def config_estimate(paths: AppPaths, config: TrainerConfig, width: int, height: 
 
 
 def memory_estimate(paths: AppPaths, template: str, width: int, height: int, frames: int,
-                    card: Card | None) -> dict:
-    """`config_estimate` for a pipeline template at the size the pipeline tab asks for."""
+                    card: Card | None, model: str | None = None) -> dict:
+    """`config_estimate` for a pipeline template at the size the pipeline tab asks for, on the
+    chosen model folder under models/ (`model`, a folder name), else the template's own."""
     config = load_config(template_path(template))
+    if model:
+        config.model.model_source = str(paths.models / model)
     # A template's empty prompts are filled from the captions by the pipeline: validation (and the
     # VAE it keeps loaded) is on whenever the template sets an interval.
     setup = replace(memory.TrainingSetup.from_config(config), validation_videos=bool(config.validation.interval))
     return config_estimate(paths, config, width, height, frames, card, setup)
 
 
-def suggested_template(paths: AppPaths, card: Card | None) -> str:
-    """The biggest model's template that fits the card at the default size; tiny without a GPU."""
+def suggested_template(paths: AppPaths, card: Card | None, family: str = "ltx_video") -> str:
+    """The first template of `family` that fits the card at the default size: for LTX-Video the
+    biggest model (tiny without a GPU or when none fits), for LTX-2 the one with the most memory."""
+    preference = TEMPLATE_PREFERENCE[family]
+    fallback = CPU_TEMPLATE if family == "ltx_video" else preference[-1]
     if card is None:
-        return CPU_TEMPLATE
-    for template in TEMPLATE_PREFERENCE:
+        return fallback
+    for template in preference:
         result = memory_estimate(paths, template, *SUGGESTION_SIZE, card)
         if result["known"] and result["verdict"] == "fits":
             return template
-    return CPU_TEMPLATE
+    return fallback
 
 
 def _size(byte_count: int) -> str:
@@ -128,14 +140,15 @@ def _change(setting: str, value, lang: str) -> str:
     return t(f"memory.change.{setting}", lang, value=value)
 
 
-def memory_text(paths: AppPaths, template: str, resolution: str, frames, lang: str, card: Card | None) -> str:
+def memory_text(paths: AppPaths, template: str, resolution: str, frames, lang: str, card: Card | None,
+                model: str | None = None) -> str:
     """The line under the pipeline form, entirely in `lang`."""
     try:
         width, height = parse_resolution(str(resolution or ""))
         check_dimensions(width, height, int(frames))
     except (PipelineError, TypeError, ValueError):
         return t("memory.bad_size", lang, resolution=resolution, frames=frames)
-    return estimate_text(memory_estimate(paths, template, width, height, int(frames), card), lang)
+    return estimate_text(memory_estimate(paths, template, width, height, int(frames), card, model), lang)
 
 
 def config_memory_text(paths: AppPaths, config: TrainerConfig, lang: str, card: Card | None) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from ltxtrainer.pipeline import STAGES
 from ltxtrainer.ui.i18n import STRINGS, t
 from ltxtrainer.ui.jobs import Job
 from ltxtrainer.ui.runs import smoothed
@@ -284,7 +285,7 @@ def progress_html(stages: list[StageProgress], lang: str) -> str:
     )
 
 
-_STEP_LABELS = {f"step.{name}" for name in ("split", "caption", "preprocess", "train", "export")}
+_STEP_LABELS = {f"step.{name}" for name in STAGES}  # every pipeline stage, the IC-LoRA reference stage included
 
 
 # ---- the log --------------------------------------------------------------------------------------
@@ -344,14 +345,15 @@ def file_url(path: Path) -> str:
 
 
 def gallery_html(items: list[tuple[Path, int, str]], lang: str) -> str:
-    """Each validation video whole (no crop), with its step and prompt under it."""
+    """Each validation video whole (no crop), with its step and prompt under it; not muted, so an
+    LTX-2 sample plays its sound track with the controls."""
     if not items:
         return f'<div class="ltxt-gallery" style="color:#6b7280">{html.escape(t("gallery.empty", lang))}</div>'
     figures = []
     for video, step, prompt in items:
         caption = html.escape(t("gallery.caption", lang, step=step, prompt=prompt))
         figures.append(
-            f'<figure style="margin:0"><video src="{html.escape(file_url(video))}" controls loop muted playsinline '
+            f'<figure style="margin:0"><video src="{html.escape(file_url(video))}" controls loop playsinline '
             f'preload="auto" style="width:100%;height:auto;object-fit:contain;background:#000;border-radius:4px">'
             f'</video><figcaption style="font-size:12px;line-height:1.3;overflow-wrap:anywhere">{caption}'
             "</figcaption></figure>"

@@ -24,6 +24,13 @@ REMEMBERED = (
     "api_model",
     "template",
     "advanced_config",
+    "model",
+    "audio",
+    "lora_presets",
+    "conditioning",
+    "reference_kind",
+    "reference_dir",
+    "reference_downscale",
 )
 
 

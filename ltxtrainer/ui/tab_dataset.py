@@ -15,6 +15,7 @@ from ltxtrainer.ui.jobs import DuplicateJobError
 from ltxtrainer.ui.workspace import (
     UnsafePathError,
     clip_path,
+    clip_reference,
     clips_folder,
     list_clips,
     read_caption,
@@ -40,7 +41,10 @@ def build(ui) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             clip = ui.tr(gr.Dropdown([], label=t("ds.clip", lang)), label="ds.clip")
-            preview = ui.tr(gr.Video(label=t("ds.preview", lang), interactive=False, height=280), label="ds.preview")
+            with gr.Row():
+                preview = ui.tr(gr.Video(label=t("ds.preview", lang), interactive=False, height=280), label="ds.preview")
+                reference = ui.tr(gr.Video(label=t("ds.reference", lang), interactive=False, height=280, visible=False,
+                                           elem_id="dataset-reference"), label="ds.reference")
         with gr.Column(scale=1):
             caption = ui.tr(gr.Textbox(label=t("ds.caption", lang), lines=8), label="ds.caption")
             save = ui.tr(gr.Button(t("ds.save", lang), variant="primary"), value="ds.save")
@@ -72,12 +76,17 @@ def build(ui) -> None:
         return where, gr.update(choices=clips, value=clips[0] if clips else None)
 
     def show_clip(name, clip_name, lang):
+        """The clip, its caption, and beside it its IC-LoRA reference when it has one."""
+        hidden = gr.update(value=None, visible=False)
         if not name or not clip_name:
-            return None, ""
+            return None, "", hidden
         try:
-            return str(clip_path(ui.paths, name, clip_name)), read_caption(ui.paths, name, clip_name)
+            video, text = str(clip_path(ui.paths, name, clip_name)), read_caption(ui.paths, name, clip_name)
         except _REFUSED as error:
-            return None, t("msg.refused", lang, error=error)
+            return None, t("msg.refused", lang, error=error), hidden
+        saved = ui.settings()
+        found = clip_reference(ui.paths, name, clip_name, saved.get("reference_kind"), saved.get("reference_dir"))
+        return video, text, gr.update(value=str(found), visible=True) if found else hidden
 
     def save_text(name, clip_name, text, lang):
         if not text or not text.strip():
@@ -120,7 +129,7 @@ def build(ui) -> None:
     ui.on_show(clip, fresh_clips, [project, clip])
     project.change(show_project, inputs=[project, ui.lang], outputs=[folder, clip], api_name="list_clips",
                    show_progress="hidden")
-    clip.change(show_clip, inputs=[project, clip, ui.lang], outputs=[preview, caption], api_name="show_clip",
+    clip.change(show_clip, inputs=[project, clip, ui.lang], outputs=[preview, caption, reference], api_name="show_clip",
                 show_progress="hidden")
     save.click(save_text, inputs=[project, clip, caption, ui.lang], outputs=message, api_name="save_caption")
     recaption.click(recaption_clip, inputs=[project, clip, captioner, api_base_url, api_model, api_key, ui.lang],

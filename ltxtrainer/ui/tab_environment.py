@@ -80,7 +80,8 @@ def models_lines(states: list[dict], lang: str, brief: bool = False) -> list[str
         elif model.get("ok"):
             variant = model.get("variant", "custom")
             variant = t(f"env.variant.{variant}", lang) if variant in ("tiny", "custom") else variant.upper()
-            lines.append(t("env.model_ok", lang, name=model["name"], variant=variant))
+            family = t(f"family.{model.get('family') or 'ltx_video'}", lang)
+            lines.append(t("env.model_ok", lang, name=model["name"], family=family, variant=variant))
         elif brief:
             lines.append(t("header.model_bad", lang, name=model["name"], count=len(model.get("problems", []))))
         else:

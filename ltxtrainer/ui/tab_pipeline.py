@@ -11,7 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ltxtrainer.pipeline import TEMPLATES, PipelineError
-from ltxtrainer.ui import actions, memory_line, monitor
+from ltxtrainer.ui import actions, memory_line, model_choice, monitor
 from ltxtrainer.ui.i18n import t
 from ltxtrainer.ui.jobs import DuplicateJobError, Job
 from ltxtrainer.ui.runs import METRICS_FILE, gallery_items, loss_points, read_jsonl
@@ -76,8 +76,43 @@ def captioner_choices(lang: str) -> list[tuple[str, str]]:
     return [(t(f"captioner.{name}", lang), name) for name in CAPTIONERS]
 
 
-def template_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t(f"template.{name}", lang), name) for name in TEMPLATES]
+def template_choices(lang: str, family: str | None = None) -> list[tuple[str, str]]:
+    """The templates of `family` (every template when None), by their translated names."""
+    names = model_choice.family_templates(family) if family else list(TEMPLATES)
+    return [(t(f"template.{name}", lang), name) for name in names]
+
+
+def model_choices(ui, lang: str) -> list[tuple[str, str]]:
+    """Each LTX folder under models/ with its family; the templates' folders not downloaded yet marked so."""
+    return [(t("pipe.model_choice" if here else "pipe.model_missing", lang, name=name, family=t(f"family.{family}", lang)), name)
+            for name, family, here in model_choice.model_folders(ui.paths)]
+
+
+def audio_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"audio.{name}", lang), name) for name in model_choice.AUDIO_CHOICES]
+
+
+def preset_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"lora_preset.{name}", lang), name) for name in model_choice.LORA_PRESETS]
+
+
+def conditioning_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"cond.{name}", lang), name) for name in model_choice.CONDITIONING]
+
+
+def reference_kind_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"reference_kind.{name}", lang), name) for name in model_choice.REFERENCE_KINDS]
+
+
+def downscale_choices(lang: str) -> list[tuple[str, int]]:
+    return [(t("reference_downscale.choice", lang, factor=factor), factor) for factor in model_choice.REFERENCE_DOWNSCALES]
+
+
+def form_visibility(family: str, conditioning: str, kind: str) -> dict[str, bool]:
+    """Which optional fields a form shows: the LTX-2 ones for an LTX-2 folder, the reference ones for IC-LoRA."""
+    ic = conditioning == "reference_video"
+    ltx2 = family == model_choice.LTX2
+    return {"ltx2": ltx2, "reference": ic, "reference_dir": ic and kind == "folder", "downscale": ic and ltx2}
 
 
 def step_choices(lang: str) -> list[tuple[str, str]]:
@@ -88,9 +123,9 @@ def on_short_choices(lang: str) -> list[tuple[str, str]]:
     return [(t(f"on_short.{name}", lang), name) for name in actions.ON_SHORT]
 
 
-def memory_text(ui, template: str, resolution: str, frames, lang: str) -> str:
-    """The memory line: the template's estimate against the detected card, in `lang`."""
-    return memory_line.memory_text(ui.paths, template, resolution, frames, lang, memory_line.detect_card())
+def memory_text(ui, template: str, resolution: str, frames, lang: str, model: str | None = None) -> str:
+    """The memory line: the template's estimate on the chosen model folder against the detected card, in `lang`."""
+    return memory_line.memory_text(ui.paths, template, resolution, frames, lang, memory_line.detect_card(), model)
 
 
 # ---- the monitor -------------------------------------------------------------------------------
@@ -245,11 +280,56 @@ def build(ui) -> None:
             gr.Radio(on_short_choices(lang), value=saved.get("on_short", "shrink"), label=t("pipe.on_short", lang)),
             choices=on_short_choices, label="pipe.on_short",
         ), "on_short")
-        # the remembered template, else the one that fits the detected card
-        template = ui.remembered(ui.tr(gr.Dropdown(template_choices(lang), value=saved.get("template") or
-                                                   memory_line.suggested_template(ui.paths, memory_line.detect_card()),
-                                                   label=t("pipe.template", lang)),
-                                       choices=template_choices, label="pipe.template"), "template")
+    # the remembered template, else the one that fits the detected card; the model folder decides the family
+    initial_model = _current_model(ui, saved)
+    family = model_choice.model_family(ui.paths, initial_model)
+    initial_template = model_choice.template_for(family, saved.get("template"),
+                                                 memory_line.suggested_template(ui.paths, memory_line.detect_card(), family))
+    parts = form_visibility(family, saved.get("conditioning", "none"), saved.get("reference_kind", "canny"))
+    with gr.Row():
+        model = ui.remembered(ui.tr(
+            gr.Dropdown(model_choices(ui, lang), value=initial_model, label=t("pipe.model", lang),
+                        info=t("pipe.model_info", lang), scale=2),
+            choices=lambda lang: model_choices(ui, lang), label="pipe.model", info="pipe.model_info",
+        ), "model", lambda saved, lang: {"choices": model_choices(ui, lang), "value": _current_model(ui, saved)})
+        template = ui.remembered(ui.tr(
+            gr.Dropdown(template_choices(lang, family), value=initial_template, label=t("pipe.template", lang), scale=2),
+            choices=lambda lang: template_choices(lang, _saved_family(ui)), label="pipe.template",
+        ), "template", lambda saved, lang: _restore_template(ui, saved, lang))
+    with gr.Row(visible=parts["ltx2"]) as ltx2_options:
+        audio = ui.remembered(ui.tr(
+            gr.Radio(audio_choices(lang), value=saved.get("audio", "auto"), label=t("pipe.audio", lang),
+                     info=t("pipe.audio_info", lang)),
+            choices=audio_choices, label="pipe.audio", info="pipe.audio_info",
+        ), "audio")
+        presets = ui.remembered(ui.tr(
+            gr.CheckboxGroup(preset_choices(lang), value=saved.get("lora_presets", _template_presets(initial_template)),
+                             label=t("pipe.lora_presets", lang), info=t("pipe.lora_presets_info", lang)),
+            choices=preset_choices, label="pipe.lora_presets", info="pipe.lora_presets_info",
+        ), "lora_presets")
+    ui.remembered(ltx2_options, "model", lambda saved, lang: {"visible": _saved_family(ui) == model_choice.LTX2}, save=False)
+    with gr.Row():
+        conditioning = ui.remembered(ui.tr(
+            gr.Radio(conditioning_choices(lang), value=saved.get("conditioning", "none"), label=t("pipe.conditioning", lang),
+                     info=t("pipe.conditioning_info", lang)),
+            choices=conditioning_choices, label="pipe.conditioning", info="pipe.conditioning_info",
+        ), "conditioning")
+        reference_kind = ui.remembered(ui.tr(
+            gr.Dropdown(reference_kind_choices(lang), value=saved.get("reference_kind", "canny"),
+                        label=t("pipe.reference_kind", lang), visible=parts["reference"]),
+            choices=reference_kind_choices, label="pipe.reference_kind",
+        ), "reference_kind", lambda saved, lang: _restore_visible(ui, saved, "reference_kind", "reference"))
+        reference_dir = ui.remembered(ui.tr(
+            gr.Textbox(saved.get("reference_dir", ""), label=t("pipe.reference_dir", lang),
+                       info=t("pipe.reference_dir_info", lang), visible=parts["reference_dir"]),
+            label="pipe.reference_dir", info="pipe.reference_dir_info",
+        ), "reference_dir", lambda saved, lang: _restore_visible(ui, saved, "reference_dir", "reference_dir"))
+        downscale = ui.remembered(ui.tr(
+            gr.Radio(downscale_choices(lang), value=saved.get("reference_downscale", 1),
+                     label=t("pipe.reference_downscale", lang), info=t("pipe.reference_downscale_info", lang),
+                     visible=parts["downscale"]),
+            choices=downscale_choices, label="pipe.reference_downscale", info="pipe.reference_downscale_info",
+        ), "reference_downscale", lambda saved, lang: _restore_visible(ui, saved, "reference_downscale", "downscale"))
     with gr.Row():
         steps = ui.remembered(ui.tr(
             gr.CheckboxGroup(step_choices(lang), value=saved.get("steps", list(actions.PIPELINE_STEPS)),
@@ -273,7 +353,7 @@ def build(ui) -> None:
                                   "api_model")
         api_key = ui.tr(gr.Textbox("", type="password", label=t("common.api_key", lang),
                                    info=t("common.api_key_info", lang)), label="common.api_key", info="common.api_key_info")
-    memory = gr.Markdown(memory_text(ui, template.value, resolution.value, frames.value, lang))
+    memory = gr.Markdown(memory_text(ui, template.value, resolution.value, frames.value, lang, model.value))
     with gr.Row():
         start = ui.tr(gr.Button(t("pipe.start", lang), variant="primary"), value="pipe.start")
         stop = ui.tr(gr.Button(t("pipe.stop", lang), variant="stop"), value="pipe.stop")
@@ -312,11 +392,26 @@ def build(ui) -> None:
         choices, fitting = frame_choices(ui, project, lang)
         return gr.update(choices=choices, value=default_frames(fitting, current))
 
-    def estimate(template, resolution, frames, lang):
-        return memory_text(ui, template, resolution, frames, lang)
+    def estimate(template, resolution, frames, model, lang):
+        return memory_text(ui, template, resolution, frames, lang, model)
+
+    def follow_model(model, current, lang):
+        """The chosen folder's family: its templates (the current one kept when it fits), its options shown,
+        and the LoRA targets of a template it switched to."""
+        family = model_choice.model_family(ui.paths, model)
+        value = model_choice.template_for(family, current,
+                                          memory_line.suggested_template(ui.paths, memory_line.detect_card(), family))
+        return (gr.update(choices=template_choices(lang, family), value=value),
+                gr.update(visible=family == model_choice.LTX2),
+                _template_presets(value) if value != current else gr.skip())
+
+    def show_reference_fields(model, conditioning, kind):
+        visible = form_visibility(model_choice.model_family(ui.paths, model), conditioning, kind)
+        return (gr.update(visible=visible["reference"]), gr.update(visible=visible["reference_dir"]),
+                gr.update(visible=visible["downscale"]))
 
     def start_job(project, resolution, frames, on_short, steps, train_steps, run_name, template, captioner, api_base_url,
-                  api_model, api_key, lang):
+                  api_model, api_key, model, audio, presets, conditioning, reference_kind, reference_dir, downscale, lang):
         title = t("pipe.start", lang)
         if not project:
             return refusal_html(title, t("msg.no_project", lang), lang), gr.skip()
@@ -327,6 +422,8 @@ def build(ui) -> None:
                 ui.runner, ui.paths, project=project, resolution=resolution, frames=int(frames), steps=list(steps),
                 template=template, captioner=captioner, api_base_url=api_base_url, api_model=api_model,
                 api_key=api_key, run_name=run_name, on_short=on_short, train_steps=train_steps, tab=TAB,
+                model=model, audio=audio, lora_presets=list(presets or []), conditioning=conditioning,
+                reference_kind=reference_kind, reference_dir=reference_dir, reference_downscale=downscale,
             )
         except DuplicateJobError as error:
             return refusal_html(title, t("msg.duplicate", lang, title=monitor.job_title(error.existing, lang)), lang), gr.skip()
@@ -335,7 +432,7 @@ def build(ui) -> None:
         return "", job.id
 
     form = [project, resolution, frames, on_short, steps, train_steps, run_name, template, captioner, api_base_url, api_model,
-            api_key, ui.lang]
+            api_key, model, audio, presets, conditioning, reference_kind, reference_dir, downscale, ui.lang]
     refresh.click(refresh_projects, inputs=ui.lang, outputs=project, api_name="list_projects")
     ui.on_show(project, refresh_projects)
     create.click(create_new_project, inputs=[new_name, new_files, ui.lang], outputs=[created, project],
@@ -344,8 +441,21 @@ def build(ui) -> None:
                    show_progress="hidden")
     # ui.lang changes on the language switch and when a page opens with the remembered language
     for trigger in (template.change, resolution.change, frames.change, ui.lang.change):
-        trigger(estimate, inputs=[template, resolution, frames, ui.lang], outputs=memory, api_visibility="private",
+        trigger(estimate, inputs=[template, resolution, frames, model, ui.lang], outputs=memory, api_visibility="private",
                 show_progress="hidden")
+    # One chain per folder change: the template list first, so no later step reads a template of the old family.
+    model.change(follow_model, inputs=[model, template, ui.lang], outputs=[template, ltx2_options, presets],
+                 api_visibility="private", show_progress="hidden").then(
+        estimate, inputs=[template, resolution, frames, model, ui.lang], outputs=memory, api_visibility="private",
+        show_progress="hidden").then(
+        show_reference_fields, inputs=[model, conditioning, reference_kind],
+        outputs=[reference_kind, reference_dir, downscale], api_visibility="private", show_progress="hidden")
+    conditioning.change(show_reference_fields, inputs=[model, conditioning, reference_kind],
+                        outputs=[reference_kind, reference_dir, downscale], api_visibility="private", show_progress="hidden")
+    # the kind shows or hides only the folder (an update of the kind's own dropdown from its change would loop)
+    reference_kind.change(lambda model, conditioning, kind: show_reference_fields(model, conditioning, kind)[1],
+                          inputs=[model, conditioning, reference_kind], outputs=reference_dir, api_visibility="private",
+                          show_progress="hidden")
     start.click(start_job, inputs=form, outputs=[message, job_id], api_name="start_pipeline")
     stop.click(lambda job, lang: stop_message(ui, job, lang), inputs=[job_id, ui.lang], outputs=message,
                api_name="stop_job")
@@ -356,6 +466,34 @@ def build(ui) -> None:
     timer = gr.Timer(POLL_S)
     timer.tick(lambda lang, job, seen: poll(ui, lang, job, seen), inputs=[ui.lang, job_id, shown],
                outputs=monitor_outputs, api_name="poll_job", show_progress="hidden")
+
+
+def _current_model(ui, saved: dict) -> str | None:
+    """The folder a page shows: the remembered one, else the remembered or suggested template's."""
+    template = saved.get("template") or memory_line.suggested_template(ui.paths, memory_line.detect_card())
+    return model_choice.default_model(ui.paths, saved, template)
+
+
+def _saved_family(ui) -> str:
+    return model_choice.model_family(ui.paths, _current_model(ui, ui.settings()))
+
+
+def _template_presets(template: str) -> list[str]:
+    return model_choice.template_presets(template) if model_choice.template_family(template) == model_choice.LTX2 else []
+
+
+def _restore_template(ui, saved: dict, lang: str) -> dict:
+    """The family's templates and the remembered one when it is of that family (a page reload)."""
+    family = _saved_family(ui)
+    suggested = memory_line.suggested_template(ui.paths, memory_line.detect_card(), family)
+    return {"choices": template_choices(lang, family), "value": model_choice.template_for(family, saved.get("template"),
+                                                                                          suggested)}
+
+
+def _restore_visible(ui, saved: dict, key: str, part: str) -> dict:
+    """A remembered optional field, shown when the remembered folder and conditioning call for it."""
+    visible = form_visibility(_saved_family(ui), saved.get("conditioning", "none"), saved.get("reference_kind", "canny"))
+    return {**({"value": saved[key]} if key in saved else {}), "visible": visible[part]}
 
 
 def _restore_frames(ui, saved: dict, lang: str) -> dict:

@@ -30,6 +30,7 @@ from ltxtrainer.pipeline import (
     check_project_name,
     project_paths,
 )
+from ltxtrainer.reference import REFERENCE_KINDS, find_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -191,6 +192,26 @@ def clip_path(paths: AppPaths, project: str, clip: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{clip}: no such clip in project {project}")
     return path
+
+
+def clip_reference(paths: AppPaths, project: str, clip: str, kind: str | None = None,
+                   own_folder: str | None = None) -> Path | None:
+    """The IC-LoRA reference video of a clip, None when it has none.
+
+    Looked up (`reference.find_reference`) in the user's own folder when the chosen kind is
+    "folder", then in the references the pipeline computed for the chosen kind, then for the
+    other kinds (`datasets/<project>/references_<kind>/`).
+    """
+    layout = project_layout(paths, project)
+    kinds = [kind] if kind in REFERENCE_KINDS else []
+    kinds += [other for other in REFERENCE_KINDS if other not in kinds]
+    folders = [Path(own_folder)] if kind == "folder" and own_folder and own_folder.strip() else []
+    folders += [layout.computed_references(other) for other in kinds]
+    for folder in folders:
+        found = find_reference(clip, folder)
+        if found is not None:
+            return found
+    return None
 
 
 def read_caption(paths: AppPaths, project: str, clip: str) -> str:
