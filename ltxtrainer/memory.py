@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ltxtrainer.config import TrainerConfig
+from ltxtrainer.models.ltx2_targets import CROSS_MODAL_ATTENTION
 
 GB = 1e9
 PROMPT_TOKENS = 128  # LTXPipeline's default max_sequence_length, what the preprocessing writes
@@ -468,7 +469,6 @@ _LTX2_ATTENTION_STREAMS = {
     "video_to_audio_attn": ("audio", "video"),
 }
 STREAMS = ("video", "prompt", "audio", "audio_prompt")
-_CROSS_MODAL_ATTENTION = ("audio_to_video_attn", "video_to_audio_attn")
 _AUDIO_STREAM_MODULES = ("audio_attn1", "audio_attn2", "audio_ff")
 
 
@@ -515,7 +515,7 @@ def count_parameters(
             counts["quantized_rows"] += out_features
         if _is_lora_target(name, lora_targets):
             counts["lora"] += rank * (in_features + out_features)
-            cross_modal = any(f".{attention}." in name for attention in _CROSS_MODAL_ATTENTION)
+            cross_modal = any(f".{attention}." in name for attention in CROSS_MODAL_ATTENTION)
             counts["cross_modal_adapters"] += cross_modal
             counts["audio_stream_adapters"] += any(f".{part}." in name for part in _AUDIO_STREAM_MODULES)
             if modalities_isolated and cross_modal:

@@ -296,7 +296,7 @@ def tiny_ltx2_models(tmp_path_factory, tiny_model_dir) -> Path:
 
 
 def test_the_lora_presets_name_the_modules_ltx2_lora_target_modules_names():
-    """The GUI's torch-free copy of the preset names agrees with the model family's own function."""
+    """The GUI's preset names are the switches of the model family's own (torch-free) function."""
     from itertools import product
 
     from ltxtrainer.models import ltx2

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ltxtrainer import env_check
+from ltxtrainer.models import ltx2_targets
 from ltxtrainer.models.folder import ModelFamily, detect_family
 from ltxtrainer.pipeline import TEMPLATES, template_path
 from ltxtrainer.ui.workspace import AppPaths
@@ -29,13 +30,6 @@ LORA_PRESETS = ("feed_forward", "audio", "cross_modal")
 CONDITIONING = ("none", "reference_video")
 REFERENCE_KINDS = ("canny", "blur", "gray", "downscale", "folder")  # folder: the user's own reference videos
 REFERENCE_DOWNSCALES = (1, 2, 4)
-
-# The module names `ltx2.lora_target_modules` builds, kept here because models/ltx2.py imports torch
-# and diffusers at module level; tests/test_ui_forms.py compares both for every preset combination.
-_ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
-_FEED_FORWARD = ("net.0.proj", "net.2")
-_PRESET_BLOCKS = {"video": ("attn1", "attn2"), "audio": ("audio_attn1", "audio_attn2"),
-                  "cross_modal": ("audio_to_video_attn", "video_to_audio_attn")}
 
 
 def family_from_name(name: str) -> ModelFamily:
@@ -110,21 +104,11 @@ def template_for(family: ModelFamily, current: str | None, suggested: str) -> st
 
 
 def lora_target_modules(presets: list[str] | tuple[str, ...]) -> list[str]:
-    """peft target names for the chosen LTX-2 presets, exactly as `ltx2.lora_target_modules` gives them."""
+    """peft target names for the chosen LTX-2 presets (`ltx2_targets`, torch-free like the GUI)."""
     unknown = [preset for preset in presets if preset not in LORA_PRESETS]
     if unknown:
         raise ValueError(f"LoRA targets: {', '.join(unknown)} is not one of {', '.join(LORA_PRESETS)}")
-    blocks = list(_PRESET_BLOCKS["video"])
-    if "audio" in presets:
-        blocks += _PRESET_BLOCKS["audio"]
-    if "cross_modal" in presets:
-        blocks += _PRESET_BLOCKS["cross_modal"]
-    modules = [f"{block}.{projection}" for block in blocks for projection in _ATTENTION_PROJECTIONS]
-    if "feed_forward" in presets:
-        modules += [f"ff.{layer}" for layer in _FEED_FORWARD]
-        if "audio" in presets:
-            modules += [f"audio_ff.{layer}" for layer in _FEED_FORWARD]
-    return modules
+    return ltx2_targets.lora_target_modules(**{preset: True for preset in presets})
 
 
 def template_presets(template: str) -> list[str]:
